@@ -1,0 +1,1 @@
+"""FLUX.2 image editing and generation on Ray Serve."""

@@ -1,0 +1,119 @@
+"""Typed configuration: one object flows from ``serve_config.yaml`` args to the engine.
+
+No torch and no Ray here, so the ingress, the model deployment and the engine can all import it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+TINY_SOURCES = ("tiny-dev", "tiny-klein")
+RANDOM_SOURCES = ("random-dev", "random-klein-4b", "random-klein-9b")
+AUTO_GPU_SOURCE = "black-forest-labs/FLUX.2-klein-4B"
+AUTO_CPU_SOURCE = "tiny-dev"
+FLUX2_MAX_REFERENCES = 10
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Shape(_Strict):
+    """A warm-up shape bucket: output size and number of reference images (0 = text-to-image)."""
+
+    width: int = Field(ge=64, le=4096)
+    height: int = Field(ge=64, le=4096)
+    references: int = Field(default=0, ge=0, le=FLUX2_MAX_REFERENCES)
+
+    @model_validator(mode="after")
+    def _multiple_of_16(self) -> Shape:
+        if self.width % 16 or self.height % 16:
+            raise ValueError(f"shape {self.width}x{self.height} must be a multiple of 16")
+        return self
+
+
+class Limits(_Strict):
+    """Request limits, enforced by the ingress before any GPU work."""
+
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    max_input_pixels: int = Field(default=4096 * 4096, gt=0, description="per decoded image (bomb guard)")
+    max_reference_images: int = Field(default=4, ge=1, le=FLUX2_MAX_REFERENCES)
+    min_side: int = Field(default=64, ge=16)
+    max_side: int = Field(default=2048, ge=64)
+    max_output_pixels: int = Field(default=2048 * 2048, gt=0)
+    max_aspect_ratio: float = Field(default=8.0, ge=1.0)
+    max_n: int = Field(default=4, ge=1, le=16)
+    max_prompt_chars: int = Field(default=4000, ge=1)
+    max_steps: int = Field(default=100, ge=1)
+    max_guidance_scale: float = Field(default=20.0, ge=0.0)
+    request_timeout_s: float = Field(default=600.0, gt=0)
+
+
+class ModelConfig(_Strict):
+    """One served FLUX.2 model: where its weights come from and how the engine runs it."""
+
+    name: str = Field(default="", description="served model id; defaults to the source")
+    source: str = Field(
+        default="auto",
+        description="auto | tiny-dev | tiny-klein | random-dev | random-klein-4b | random-klein-9b "
+        "| hub id | local folder",
+    )
+    revision: str | None = None
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    compile: Literal["auto", "none", "regional", "full"] = Field(
+        default="auto", description="auto: regional on a GPU, none on a CPU")
+    compile_mode: str | None = Field(default=None, description="torch.compile mode, e.g. max-autotune-no-cudagraphs")
+    compile_cache_dir: str | None = Field(
+        default=None, description="persistent inductor cache; default: $HF_HOME/flux2-serve/compile-cache"
+    )
+    fuse_qkv: bool = Field(default=False, description="fuse Q/K/V projections into one matmul")
+    quantization: Literal["none", "fp8"] = Field(
+        default="none", description="fp8: dynamic fp8 activations x fp8 weights in the transformer's linears")
+    step_cache: Literal["none", "magcache", "taylorseer"] = Field(
+        default="none", description="diffusers step cache for the transformer")
+    attention_backend: str | None = Field(default=None, description="diffusers attention backend, e.g. flash_hub")
+    warmup_shapes: tuple[Shape, ...] = (Shape(width=1024, height=1024, references=1),)
+    unwarmed_shapes: Literal["compile", "reject"] = Field(
+        default="compile", description="a compiled model meeting a shape outside warmup_shapes")
+    default_steps: int | None = Field(default=None, ge=1, description="None: the model family's default")
+    default_guidance_scale: float | None = Field(default=None, ge=0.0)
+    default_size: tuple[int, int] = (1024, 1024)
+    vram_policy: Literal["always", "on_pressure", "never"] = "on_pressure"
+    vram_pressure_fraction: float = Field(default=0.9, gt=0.0, le=1.0)
+    deployment_options: dict[str, Any] = Field(
+        default_factory=dict, description="Ray Serve options for this model's deployment (autoscaling, ...)")
+
+    @field_validator("default_size")
+    @classmethod
+    def _size_multiple_of_16(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if v[0] % 16 or v[1] % 16:
+            raise ValueError("default_size must be multiples of 16")
+        return v
+
+    @property
+    def served_name(self) -> str:
+        return self.name or self.source
+
+
+class ServiceConfig(_Strict):
+    """The whole service: the models to serve and the limits every request is held to."""
+
+    models: tuple[ModelConfig, ...] = (ModelConfig(),)
+    limits: Limits = Limits()
+    ingress_options: dict[str, Any] = Field(default_factory=dict, description="Ray Serve options for the ingress")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ServiceConfig:
+        names = [m.served_name for m in self.models]
+        if not names:
+            raise ValueError("at least one model must be configured")
+        if len(set(names)) != len(names):
+            raise ValueError(f"model names must be unique, got {names}")
+        return self
+
+    @property
+    def default_model(self) -> str:
+        return self.models[0].served_name

@@ -1,0 +1,115 @@
+"""The engine: a loaded, optimised, warmed FLUX.2 pipeline that turns an ImageRequest into images.
+
+Plain Python, no Ray: ``Flux2Engine.from_config(cfg).generate(request)`` works in a notebook.
+Calls are not thread-safe; the caller runs them on one thread (the model deployment does).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+
+from deployments.config import ModelConfig
+from deployments.engine.load import LoadedPipeline, load_pipeline
+from deployments.engine.memory import MemoryManager, configure_allocator
+from deployments.engine.optimize import apply_optimizations
+from deployments.protocol import ImageRequest, ImageResult, ModelInfo, ServiceError
+
+logger = logging.getLogger(__name__)
+
+# Defaults of the model families: dev embeds guidance (one pass a step); distilled klein needs no CFG.
+FAMILY_DEFAULTS = {"dev": (50, 4.0), "klein": (4, 1.0), "klein-base": (50, 4.0)}
+TINY_DEFAULT_STEPS = 4
+
+
+class Flux2Engine:
+    """Runs requests on one FLUX.2 pipeline."""
+
+    def __init__(self, loaded: LoadedPipeline, config: ModelConfig, *, compile_mode: str = "none",
+                 load_s: float = 0.0):
+        self.pipeline = loaded.pipeline
+        self.loaded = loaded
+        self.config = config
+        self.memory = MemoryManager(loaded.device, config.vram_policy, config.vram_pressure_fraction)
+        self.compile_mode = compile_mode
+        self.load_s = load_s
+        self.warmup_s = 0.0
+        self.warm_shapes: set[tuple[int, int, int]] = set()
+        self.unwarmed_compiles = 0
+        family_key = loaded.family
+        if family_key == "klein" and not getattr(self.pipeline.config, "is_distilled", True):
+            family_key = "klein-base"
+        steps, guidance = FAMILY_DEFAULTS[family_key]
+        if loaded.weights == "random-tiny":
+            steps = TINY_DEFAULT_STEPS
+        self.default_steps = config.default_steps or steps
+        self.default_guidance_scale = (
+            config.default_guidance_scale if config.default_guidance_scale is not None else guidance
+        )
+
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> Flux2Engine:
+        """Load and optimise (no warm-up: see :func:`deployments.engine.warmup.warm_up`)."""
+        configure_allocator()
+        start = time.perf_counter()
+        loaded = load_pipeline(config)
+        compile_mode = apply_optimizations(loaded.pipeline, config, loaded.device)
+        load_s = time.perf_counter() - start
+        logger.info("%s ready to warm up in %.2fs (%s, %s, %s)", loaded.source, load_s, loaded.family,
+                    loaded.device, loaded.dtype)
+        return cls(loaded, config, compile_mode=compile_mode, load_s=load_s)
+
+    @property
+    def info(self) -> ModelInfo:
+        return ModelInfo(
+            name=self.config.served_name, source=self.loaded.source, family=self.loaded.family,
+            weights=self.loaded.weights, device=str(self.loaded.device),
+            dtype=str(self.loaded.dtype).removeprefix("torch."), default_steps=self.default_steps,
+            default_guidance_scale=self.default_guidance_scale, compile=self.compile_mode,
+            warmup_s=round(self.warmup_s, 3), load_s=round(self.load_s, 3),
+        )
+
+    def generate(self, request: ImageRequest) -> ImageResult:
+        """Run one request; OOM is retried once, then answered with a retryable error."""
+        self._check_shape(request)
+        steps = request.num_inference_steps or self.default_steps
+        guidance = request.guidance_scale if request.guidance_scale is not None else self.default_guidance_scale
+        self.memory.reset_peak()
+        start = time.perf_counter()
+        try:
+            images = self.memory.run(lambda: self._run_pipeline(request, steps, guidance))
+        finally:
+            self.memory.after_request()
+        generate_s = time.perf_counter() - start
+        self.warm_shapes.add(request.shape_key)
+        timings = {"generate_s": generate_s, "step_s": generate_s / steps,
+                   "peak_vram_gb": self.memory.peak_bytes() / 2**30}
+        return ImageResult(images=images, seed=request.seed, num_inference_steps=steps,
+                           guidance_scale=guidance, weights=self.loaded.weights, timings=timings)
+
+    def _check_shape(self, request: ImageRequest) -> None:
+        if self.compile_mode == "none" or request.shape_key in self.warm_shapes or not self.warm_shapes:
+            return
+        if self.config.unwarmed_shapes == "reject":
+            width, height, refs = request.shape_key
+            raise ServiceError(
+                f"size {width}x{height} with {refs} reference image(s) is not among this model's warmed "
+                "shapes; ask for a configured size", param="size", code="shape_not_warmed")
+        self.unwarmed_compiles += 1
+        logger.warning("shape %s was not warmed up: this request may compile", request.shape_key)
+
+    def _run_pipeline(self, request: ImageRequest, steps: int, guidance: float) -> list[np.ndarray]:
+        references = [Image.fromarray(image) for image in request.images] or None
+        generators = [torch.Generator("cpu").manual_seed(request.seed + i) for i in range(request.n)]
+        with torch.inference_mode():
+            output = self.pipeline(
+                image=references, prompt=request.prompt, height=request.height, width=request.width,
+                num_inference_steps=steps, guidance_scale=guidance, num_images_per_prompt=request.n,
+                generator=generators, output_type="np",
+            )
+        pixels = np.clip(np.rint(output.images * 255.0), 0, 255).astype(np.uint8)
+        return list(pixels)

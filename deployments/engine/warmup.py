@@ -1,0 +1,46 @@
+"""Warm-up: run every configured shape bucket once so no user request pays for compilation."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from deployments.config import Shape
+from deployments.engine.generate import Flux2Engine
+from deployments.protocol import ImageRequest
+
+logger = logging.getLogger(__name__)
+
+WARMUP_STEPS = 2  # step count does not change tensor shapes; two steps also cover the scheduler's loop
+
+
+def warmup_request(shape: Shape, seed: int = 0) -> ImageRequest:
+    """A synthetic request of the bucket's shape: references are smooth random images of the output size."""
+    rng = np.random.default_rng(seed)
+    refs = tuple(
+        np.repeat(np.repeat(rng.integers(0, 256, (shape.height // 16, shape.width // 16, 3), dtype=np.uint8),
+                            16, axis=0), 16, axis=1)
+        for _ in range(shape.references)
+    )
+    return ImageRequest(prompt="warm-up: a photo of a red car", width=shape.width, height=shape.height,
+                        images=refs, seed=seed, num_inference_steps=WARMUP_STEPS)
+
+
+def warm_up(engine: Flux2Engine, shapes: tuple[Shape, ...] | None = None) -> dict[str, float]:
+    """Run each shape twice (compile, then a steady-state run) and record the times."""
+    shapes = engine.config.warmup_shapes if shapes is None else shapes
+    times: dict[str, float] = {}
+    start = time.perf_counter()
+    for shape in shapes:
+        key = f"{shape.width}x{shape.height}+{shape.references}ref"
+        request = warmup_request(shape)
+        engine.warm_shapes.add(request.shape_key)
+        for attempt in ("first", "second"):
+            t0 = time.perf_counter()
+            engine.generate(request)
+            times[f"{key}:{attempt}"] = time.perf_counter() - t0
+        logger.info("warmed %s: first %.2fs, second %.2fs", key, times[f"{key}:first"], times[f"{key}:second"])
+    engine.warmup_s = time.perf_counter() - start
+    return times

@@ -1,0 +1,135 @@
+"""Safe image decoding, size arithmetic and output encoding for the ingress (no torch)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from deployments.config import Limits
+from deployments.protocol import ServiceError
+
+OUTPUT_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
+MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+ACCEPTED_INPUT_FORMATS = {"PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "MPO"}
+
+
+def _open(data: bytes, limits: Limits, param: str) -> Image.Image:
+    if not data:
+        raise ServiceError(f"{param} is an empty file", param=param, code="invalid_image")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            if image.format not in ACCEPTED_INPUT_FORMATS:
+                raise ServiceError(f"{param} has unsupported format {image.format}; send PNG, JPEG or WebP",
+                                   param=param, code="invalid_image_format")
+            if image.width * image.height > limits.max_input_pixels:
+                raise ServiceError(
+                    f"{param} is {image.width}x{image.height}, over the limit of {limits.max_input_pixels} "
+                    "pixels", status=413, param=param, code="image_too_large")
+            image.load()
+    except ServiceError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ServiceError(f"{param} is too large to decode safely: {exc}", status=413, param=param,
+                           code="image_too_large") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ServiceError(f"{param} could not be decoded as an image ({exc})", param=param,
+                           code="invalid_image") from exc
+    return image
+
+
+def decode_image(data: bytes, limits: Limits, param: str = "image") -> np.ndarray:
+    """Decode an upload to an RGB uint8 array: EXIF orientation applied, transparency composited on white."""
+    image = ImageOps.exif_transpose(_open(data, limits, param))
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    rgb = image.convert("RGB")
+    check_reference_size(rgb.width, rgb.height, limits, param)
+    return np.asarray(rgb, dtype=np.uint8).copy()
+
+
+def decode_mask(data: bytes, limits: Limits, size: tuple[int, int]) -> np.ndarray:
+    """OpenAI mask semantics: fully transparent pixels (alpha 0) are editable.
+
+    Returns an (H, W) uint8 array, 255 where the image may change. The mask must have the size
+    (width, height) of the first image.
+    """
+    image = ImageOps.exif_transpose(_open(data, limits, "mask"))
+    if image.size != size:
+        raise ServiceError(f"mask is {image.width}x{image.height} but the first image is {size[0]}x{size[1]}; "
+                           "they must match", param="mask", code="invalid_mask")
+    if "A" not in image.getbands() and not (image.mode == "P" and "transparency" in image.info):
+        raise ServiceError("mask must be a PNG with an alpha channel (alpha 0 marks the area to edit)",
+                           param="mask", code="invalid_mask")
+    alpha = np.asarray(image.convert("RGBA"), dtype=np.uint8)[..., 3]
+    editable = np.where(alpha == 0, 255, 0).astype(np.uint8)
+    if not editable.any():
+        raise ServiceError("mask has no transparent pixels, so nothing may be edited", param="mask",
+                           code="invalid_mask")
+    return editable
+
+
+def check_reference_size(width: int, height: int, limits: Limits, param: str) -> None:
+    if min(width, height) < limits.min_side:
+        raise ServiceError(f"{param} is {width}x{height}; each side must be at least {limits.min_side} px",
+                           param=param, code="image_too_small")
+    if max(width, height) / min(width, height) > limits.max_aspect_ratio:
+        raise ServiceError(f"{param} is {width}x{height}; its aspect ratio must be at most "
+                           f"{limits.max_aspect_ratio:g}:1", param=param, code="invalid_aspect_ratio")
+
+
+def parse_size(size: str | None, limits: Limits) -> tuple[int, int] | None:
+    """``WxH`` → (width, height), validated; ``auto`` or None → None (the caller decides)."""
+    if size is None or size == "auto":
+        return None
+    try:
+        width, height = (int(part) for part in size.lower().split("x"))
+    except ValueError:
+        raise ServiceError(f"size must be 'auto' or 'WIDTHxHEIGHT', got {size!r}", param="size",
+                           code="invalid_size") from None
+    if width % 16 or height % 16:
+        raise ServiceError(f"size {width}x{height}: width and height must be multiples of 16", param="size",
+                           code="invalid_size")
+    if min(width, height) < limits.min_side or max(width, height) > limits.max_side:
+        raise ServiceError(f"size {width}x{height}: each side must be between {limits.min_side} and "
+                           f"{limits.max_side} px", param="size", code="invalid_size")
+    if width * height > limits.max_output_pixels:
+        raise ServiceError(f"size {width}x{height} is over the limit of {limits.max_output_pixels} pixels",
+                           param="size", code="invalid_size")
+    if max(width, height) / min(width, height) > limits.max_aspect_ratio:
+        raise ServiceError(f"size {width}x{height}: aspect ratio must be at most {limits.max_aspect_ratio:g}:1",
+                           param="size", code="invalid_size")
+    return width, height
+
+
+def auto_size(width: int, height: int, limits: Limits) -> tuple[int, int]:
+    """The output size for ``size=auto`` on an edit: the first image's size, scaled into the limits
+    and snapped down to multiples of 16."""
+    scale = min(1.0, math.sqrt(limits.max_output_pixels / (width * height)), limits.max_side / max(width, height))
+    snap = lambda side: max(limits.min_side, int(side * scale) // 16 * 16)  # noqa: E731
+    return snap(width), snap(height)
+
+
+def encode_image(pixels: np.ndarray, output_format: str, compression: int | None) -> bytes:
+    """Encode an (H, W, 3) uint8 array. ``compression`` is OpenAI's 0-100 (higher = smaller file)."""
+    image = Image.fromarray(pixels)
+    buffer = io.BytesIO()
+    if output_format == "png":
+        level = 6 if compression is None else round(compression * 9 / 100)
+        image.save(buffer, format="PNG", compress_level=level)
+    else:
+        quality = 95 if compression is None else max(1, 100 - compression)
+        image.save(buffer, format=OUTPUT_FORMATS[output_format], quality=quality)
+    return buffer.getvalue()
+
+
+def to_b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")

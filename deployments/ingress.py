@@ -1,0 +1,224 @@
+"""HTTP ingress: OpenAI-compatible Images API, model listing, health, one error shape.
+
+CPU only: it decodes and validates uploads, picks the model deployment by the request's ``model``,
+awaits its ``generate`` and encodes the images. It never touches torch.
+"""
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.exceptions import RayActorError, RayTaskError
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from deployments.api import (
+    ImageParams,
+    build_edit_request,
+    build_generation_request,
+    images_response,
+    parse_params,
+)
+from deployments.config import ServiceConfig
+from deployments.protocol import ImageRequest, ImageResult, ServiceError
+
+logger = logging.getLogger("ray.serve")
+
+IMAGE_FIELDS = ("image", "image[]")
+READY_TIMEOUT_S = 5.0
+
+app = FastAPI(title="FLUX.2 Images API", version="0.1.0",
+              description="OpenAI-compatible image editing and generation with FLUX.2 on Ray Serve.")
+
+
+def error_response(err: ServiceError) -> JSONResponse:
+    return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+
+
+@app.exception_handler(ServiceError)
+async def _service_error(_: Request, err: ServiceError) -> JSONResponse:
+    return error_response(err)
+
+
+@app.exception_handler(StarletteHTTPException)
+async def _http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
+    code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code)
+    return error_response(ServiceError(str(err.detail), status=err.status_code, code=code))
+
+
+@app.exception_handler(Exception)
+async def _unexpected(_: Request, err: Exception) -> JSONResponse:
+    logger.exception("unhandled error in the ingress")
+    return error_response(ServiceError("internal server error", status=500, type="server_error"))
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """Read the body, refusing it (413) as soon as it exceeds ``limit``; Serve itself has no body limit."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ServiceError(f"request body is {declared} bytes; the limit is {limit}", status=413,
+                           code="request_too_large")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ServiceError(f"request body exceeds the limit of {limit} bytes", status=413,
+                               code="request_too_large")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    request._body = body  # Starlette's form() and json() reuse the body read here
+    return body
+
+
+def require_content_type(request: Request, expected: str) -> None:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != expected:
+        raise ServiceError(f"Content-Type must be {expected}, got {content_type or 'none'}", status=415,
+                           code="unsupported_media_type")
+
+
+@serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.25})
+@serve.ingress(app)
+class ImagesIngress:
+    """Routes OpenAI Images API requests to the model deployments by model name."""
+
+    def __init__(self, models: dict[str, DeploymentHandle], service_config: dict[str, Any]):
+        self.config = ServiceConfig.model_validate(service_config)
+        self.models = models
+        self.model_configs = {m.served_name: m for m in self.config.models}
+
+    @app.post("/v1/images/generations")
+    async def generations(self, request: Request) -> JSONResponse:
+        started = time.perf_counter()
+        limits = self.config.limits
+        require_content_type(request, "application/json")
+        await read_body(request, limits.max_body_bytes)
+        try:
+            fields = await request.json()
+        except ValueError:
+            raise ServiceError("request body is not valid JSON", code="invalid_json") from None
+        if not isinstance(fields, dict):
+            raise ServiceError("request body must be a JSON object", code="invalid_json")
+        params = parse_params(fields)
+        name = self._model_name(params)
+        image_request = build_generation_request(params, limits, self.model_configs[name].default_size)
+        return await self._generate(name, image_request, params, started)
+
+    @app.post("/v1/images/edits")
+    async def edits(self, request: Request) -> JSONResponse:
+        started = time.perf_counter()
+        limits = self.config.limits
+        require_content_type(request, "multipart/form-data")
+        await read_body(request, limits.max_body_bytes)
+        fields, images, mask = await self._read_form(request)
+        params = parse_params(fields)
+        name = self._model_name(params)
+        image_request = build_edit_request(params, images, mask, limits)
+        return await self._generate(name, image_request, params, started)
+
+    @app.get("/v1/models")
+    async def list_models(self) -> dict[str, Any]:
+        infos = await self._describe_all()
+        data = [{"id": name, "object": "model", "created": 0, "owned_by": "flux2-serve", **infos.get(name, {})}
+                for name in self.model_configs]
+        return {"object": "list", "data": data}
+
+    @app.get("/healthz")
+    async def healthz(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz(self) -> JSONResponse:
+        infos = await self._describe_all()
+        ready = all(name in infos for name in self.model_configs)
+        body = {"status": "ready" if ready else "not_ready",
+                "models": {name: infos.get(name, {"ready": False}) for name in self.model_configs}}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    def _model_name(self, params: ImageParams) -> str:
+        name = params.model or self.config.default_model
+        if name not in self.models:
+            raise ServiceError(f"The model '{name}' does not exist. Available: {sorted(self.models)}", status=404,
+                               param="model", code="model_not_found")
+        return name
+
+    async def _read_form(self, request: Request) -> tuple[dict[str, str], list[bytes], bytes | None]:
+        limits = self.config.limits
+        try:
+            form = await request.form(max_files=limits.max_reference_images + 8, max_fields=64,
+                                      max_part_size=limits.max_body_bytes)
+        except Exception as exc:  # malformed multipart, too many parts
+            raise ServiceError(f"could not parse multipart form: {exc}", code="invalid_multipart") from None
+        fields: dict[str, str] = {}
+        images: list[bytes] = []
+        mask: bytes | None = None
+        for key, value in form.multi_items():
+            if key in IMAGE_FIELDS or key == "mask":
+                data = await value.read() if isinstance(value, UploadFile) else value.encode()
+                if key == "mask":
+                    mask = data
+                else:
+                    images.append(data)
+            elif isinstance(value, UploadFile):
+                raise ServiceError(f"unexpected file field '{key}'", param=key, code="invalid_value")
+            elif key in fields:
+                raise ServiceError(f"field '{key}' was sent more than once", param=key, code="invalid_value")
+            else:
+                fields[key] = value
+        await form.close()
+        return fields, images, mask
+
+    async def _generate(self, name: str, image_request: ImageRequest, params: ImageParams,
+                        started: float) -> JSONResponse:
+        result = await self._call_model(name, image_request)
+        body = images_response(result, params)
+        total_ms = (time.perf_counter() - started) * 1000
+        headers = {
+            "x-model": name,
+            "x-model-weights": result.weights,
+            "x-seed": str(result.seed),
+            "x-num-inference-steps": str(result.num_inference_steps),
+            "x-mask-applied": str(result.mask_applied).lower(),
+            "x-generate-ms": f"{result.timings.get('generate_s', 0) * 1000:.1f}",
+            "x-queue-ms": f"{result.timings.get('queue_s', 0) * 1000:.1f}",
+            "x-total-ms": f"{total_ms:.1f}",
+        }
+        return JSONResponse(body, headers=headers)
+
+    async def _call_model(self, name: str, image_request: ImageRequest) -> ImageResult:
+        timeout = self.config.limits.request_timeout_s
+        try:
+            return await asyncio.wait_for(self.models[name].generate.remote(image_request), timeout)
+        except ServiceError:
+            raise
+        except RayTaskError as exc:
+            if isinstance(exc.cause, ServiceError):
+                raise exc.cause from None
+            logger.error("model %s failed: %s", name, exc)
+            raise ServiceError("the model failed to generate the image", status=500, type="server_error",
+                               code="generation_failed") from None
+        except BackPressureError:
+            raise ServiceError("the server is at capacity; retry shortly", status=503, type="server_error",
+                               code="overloaded", headers={"Retry-After": "2"}) from None
+        except TimeoutError:
+            raise ServiceError(f"generation did not finish within {timeout:g}s", status=504, type="server_error",
+                               code="timeout") from None
+        except RayActorError:
+            raise ServiceError("the model replica serving this request died; retry", status=503,
+                               type="server_error", code="replica_died", headers={"Retry-After": "5"}) from None
+
+    async def _describe_all(self) -> dict[str, dict[str, Any]]:
+        async def describe(name: str) -> dict[str, Any] | None:
+            try:
+                return await asyncio.wait_for(self.models[name].describe.remote(), READY_TIMEOUT_S)
+            except Exception:
+                return None
+
+        results = await asyncio.gather(*(describe(name) for name in self.models))
+        return {name: info for name, info in zip(self.models, results) if info is not None}

@@ -1,0 +1,82 @@
+"""The FLUX.2 model deployment: one engine per replica, GPU work only.
+
+The constructor loads, compiles and warms the engine, so a replica reports ready only when no
+user request will pay for compilation. All engine work runs on ONE dedicated thread (compile,
+warm-up and inference share it, as CUDA graph trees require), which also serialises requests on
+the GPU while the replica's event loop stays free for health checks and metadata calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ray import serve
+
+from deployments.config import ModelConfig
+from deployments.engine import Flux2Engine, warm_up
+from deployments.protocol import ImageRequest, ImageResult, ServiceError
+
+logger = logging.getLogger("ray.serve")
+
+# A request still running after this many seconds means the engine thread is stuck.
+WEDGED_AFTER_S = 1800.0
+
+
+@serve.deployment(max_ongoing_requests=2, max_queued_requests=64, graceful_shutdown_timeout_s=600,
+                  health_check_period_s=10, health_check_timeout_s=30)
+class Flux2Model:
+    """Serves one FLUX.2 model; ``generate`` takes a validated ImageRequest and returns uint8 images."""
+
+    def __init__(self, model_config: dict[str, Any]):
+        self.config = ModelConfig.model_validate(model_config)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flux2-engine")
+        self._busy_since: float | None = None
+        self._broken: str | None = None
+        self.engine: Flux2Engine = self._thread.submit(self._load_and_warm).result()
+
+    def _load_and_warm(self) -> Flux2Engine:
+        engine = Flux2Engine.from_config(self.config)
+        times = warm_up(engine)
+        info = engine.info
+        label = " [DEMO: random weights, images are noise]" if info.is_demo else ""
+        logger.info("model %s ready%s: source=%s load=%.1fs warm-up=%.1fs %s", info.name, label, info.source,
+                    info.load_s, info.warmup_s, times)
+        return engine
+
+    async def generate(self, request: ImageRequest) -> ImageResult:
+        if self._broken:
+            raise ServiceError(f"model replica is unhealthy: {self._broken}", status=503, type="server_error",
+                               code="replica_unhealthy", headers={"Retry-After": "10"})
+        queued_at = time.perf_counter()
+        result = await asyncio.get_running_loop().run_in_executor(self._thread, self._run, request, queued_at)
+        return result
+
+    def _run(self, request: ImageRequest, queued_at: float) -> ImageResult:
+        self._busy_since = time.monotonic()
+        try:
+            result = self.engine.generate(request)
+        except ServiceError:
+            raise
+        except RuntimeError as exc:
+            if "CUDA error" in str(exc):  # sticky device errors leave the context unusable
+                self._broken = str(exc).splitlines()[0]
+            raise
+        finally:
+            self._busy_since = None
+        result.timings["queue_s"] = time.perf_counter() - queued_at - result.timings["generate_s"]
+        return result
+
+    async def describe(self) -> dict[str, Any]:
+        return self.engine.info.as_dict()
+
+    async def check_health(self) -> None:
+        """Async on purpose: a sync check would wait behind a long generation and get the replica killed."""
+        if self._broken:
+            raise RuntimeError(f"engine broken: {self._broken}")
+        busy_since = self._busy_since
+        if busy_since is not None and time.monotonic() - busy_since > WEDGED_AFTER_S:
+            raise RuntimeError(f"engine thread busy for over {WEDGED_AFTER_S:.0f}s: wedged")

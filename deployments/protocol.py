@@ -1,0 +1,112 @@
+"""Types shared by the ingress, the model deployment and the engine (no torch, no Ray).
+
+Images cross deployment boundaries as ``uint8`` arrays of shape (H, W, 3); masks as (H, W) uint8
+where 255 marks the editable region.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """One validated generation request, as the engine sees it."""
+
+    prompt: str
+    width: int
+    height: int
+    images: tuple[np.ndarray, ...] = ()
+    mask: np.ndarray | None = None
+    n: int = 1
+    seed: int = 0
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None
+
+    @property
+    def shape_key(self) -> tuple[int, int, int]:
+        """(width, height, references): what decides a compiled graph's shapes."""
+        return (self.width, self.height, len(self.images))
+
+
+@dataclass
+class ImageResult:
+    """What the engine returns: ``n`` images plus what the client needs to reproduce them."""
+
+    images: list[np.ndarray]
+    seed: int
+    num_inference_steps: int
+    guidance_scale: float
+    weights: str  # "pretrained" | "random-tiny" | "random-full": demo outputs are always labelled
+    timings: dict[str, float] = field(default_factory=dict)
+    mask_applied: bool = False
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Describes a loaded engine: shown by /v1/models, /readyz, logs and response headers."""
+
+    name: str
+    source: str
+    family: str  # "dev" | "klein"
+    weights: str  # "pretrained" | "random-tiny" | "random-full"
+    device: str
+    dtype: str
+    default_steps: int
+    default_guidance_scale: float
+    compile: str
+    warmup_s: float = 0.0
+    load_s: float = 0.0
+
+    @property
+    def is_demo(self) -> bool:
+        return self.weights != "pretrained"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "is_demo": self.is_demo}
+
+
+class ServiceError(Exception):
+    """An error with an HTTP status, rendered as the OpenAI error shape by the ingress."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 400,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+    def __reduce__(self):  # keep status/type/param across Ray's process boundary
+        return (_restore_error, (type(self), dict(self.__dict__)))
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def _restore_error(cls: type[ServiceError], state: dict[str, Any]) -> ServiceError:
+    err = Exception.__new__(cls)
+    Exception.__init__(err, state["message"])
+    err.__dict__.update(state)
+    return err
+
+
+class EngineOverloaded(ServiceError):
+    """The GPU ran out of memory even after recovery: retryable, the replica stays healthy."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=503, type="server_error", code="gpu_out_of_memory",
+                         headers={"Retry-After": "5"})
