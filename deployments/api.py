@@ -69,22 +69,35 @@ def check_params(params: ImageParams, limits: Limits) -> None:
     if not prompt:
         raise ServiceError("prompt must not be empty", param="prompt", code="invalid_value")
     if len(params.prompt) > limits.max_prompt_chars:
-        raise ServiceError(f"prompt is {len(params.prompt)} characters; the limit is {limits.max_prompt_chars}",
-                           param="prompt", code="invalid_value")
+        raise ServiceError(
+            f"prompt is {len(params.prompt)} characters; the limit is {limits.max_prompt_chars}",
+            param="prompt",
+            code="invalid_value",
+        )
     if params.n > limits.max_n:
         raise ServiceError(f"n must be between 1 and {limits.max_n}", param="n", code="invalid_value")
     if params.num_inference_steps is not None and params.num_inference_steps > limits.max_steps:
-        raise ServiceError(f"num_inference_steps must be between 1 and {limits.max_steps}",
-                           param="num_inference_steps", code="invalid_value")
+        raise ServiceError(
+            f"num_inference_steps must be between 1 and {limits.max_steps}",
+            param="num_inference_steps",
+            code="invalid_value",
+        )
     if params.guidance_scale is not None and params.guidance_scale > limits.max_guidance_scale:
-        raise ServiceError(f"guidance_scale must be between 0 and {limits.max_guidance_scale:g}",
-                           param="guidance_scale", code="invalid_value")
+        raise ServiceError(
+            f"guidance_scale must be between 0 and {limits.max_guidance_scale:g}",
+            param="guidance_scale",
+            code="invalid_value",
+        )
     if params.response_format == "url":
-        raise ServiceError("response_format 'url' is not supported by this server; use 'b64_json'",
-                           param="response_format", code="unsupported_value")
+        raise ServiceError(
+            "response_format 'url' is not supported by this server; use 'b64_json'",
+            param="response_format",
+            code="unsupported_value",
+        )
     if params.background == "transparent":
-        raise ServiceError("background 'transparent' is not supported by FLUX.2", param="background",
-                           code="unsupported_value")
+        raise ServiceError(
+            "background 'transparent' is not supported by FLUX.2", param="background", code="unsupported_value"
+        )
     if params.stream:
         raise ServiceError("stream=true is not supported yet", param="stream", code="unsupported_value")
 
@@ -92,27 +105,45 @@ def check_params(params: ImageParams, limits: Limits) -> None:
 def build_generation_request(params: ImageParams, limits: Limits, default_size: tuple[int, int]) -> ImageRequest:
     check_params(params, limits)
     width, height = parse_size(params.size, limits) or default_size
-    return ImageRequest(prompt=params.prompt, width=width, height=height, n=params.n, seed=_seed(params),
-                        num_inference_steps=params.num_inference_steps, guidance_scale=params.guidance_scale)
+    return ImageRequest(
+        prompt=params.prompt,
+        width=width,
+        height=height,
+        n=params.n,
+        seed=_seed(params),
+        num_inference_steps=params.num_inference_steps,
+        guidance_scale=params.guidance_scale,
+    )
 
 
-def build_edit_request(params: ImageParams, images: list[bytes], mask: bytes | None,
-                       limits: Limits) -> ImageRequest:
+def build_edit_request(params: ImageParams, images: list[bytes], mask: bytes | None, limits: Limits) -> ImageRequest:
     check_params(params, limits)
     if not images:
-        raise ServiceError("at least one image is required: send 'image' or 'image[]'", param="image",
-                           code="missing_image")
+        raise ServiceError(
+            "at least one image is required: send 'image' or 'image[]'", param="image", code="missing_image"
+        )
     if len(images) > limits.max_reference_images:
-        raise ServiceError(f"{len(images)} images sent; at most {limits.max_reference_images} are allowed",
-                           param="image", code="too_many_images")
+        raise ServiceError(
+            f"{len(images)} images sent; at most {limits.max_reference_images} are allowed",
+            param="image",
+            code="too_many_images",
+        )
     param = "image" if len(images) == 1 else "image[{}]"
     arrays = tuple(decode_image(data, limits, param.format(i)) for i, data in enumerate(images))
     first_h, first_w = arrays[0].shape[:2]
     decoded_mask = decode_mask(mask, limits, (first_w, first_h)) if mask is not None else None
     width, height = parse_size(params.size, limits) or auto_size(first_w, first_h, limits)
-    return ImageRequest(prompt=params.prompt, width=width, height=height, images=arrays, mask=decoded_mask,
-                        n=params.n, seed=_seed(params), num_inference_steps=params.num_inference_steps,
-                        guidance_scale=params.guidance_scale)
+    return ImageRequest(
+        prompt=params.prompt,
+        width=width,
+        height=height,
+        images=arrays,
+        mask=decoded_mask,
+        n=params.n,
+        seed=_seed(params),
+        num_inference_steps=params.num_inference_steps,
+        guidance_scale=params.guidance_scale,
+    )
 
 
 def _seed(params: ImageParams) -> int:
@@ -121,8 +152,14 @@ def _seed(params: ImageParams) -> int:
 
 def images_response(result: ImageResult, params: ImageParams) -> dict[str, Any]:
     """The OpenAI ImagesResponse body."""
-    data = [{"b64_json": to_b64(encode_image(pixels, params.output_format, params.output_compression))}
-            for pixels in result.images]
+    data = [
+        {"b64_json": to_b64(encode_image(pixels, params.output_format, params.output_compression))}
+        for pixels in result.images
+    ]
     height, width = result.images[0].shape[:2]
-    return {"created": int(time.time()), "data": data, "output_format": params.output_format,
-            "size": f"{width}x{height}"}
+    return {
+        "created": int(time.time()),
+        "data": data,
+        "output_format": params.output_format,
+        "size": f"{width}x{height}",
+    }

@@ -64,27 +64,32 @@ class ModelConfig(_Strict):
     device: Literal["auto", "cuda", "cpu"] = "auto"
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     compile: Literal["auto", "none", "regional", "full"] = Field(
-        default="auto", description="auto: regional on a GPU, none on a CPU")
+        default="auto", description="auto: regional on a GPU, none on a CPU"
+    )
     compile_mode: str | None = Field(default=None, description="torch.compile mode, e.g. max-autotune-no-cudagraphs")
     compile_cache_dir: str | None = Field(
         default=None, description="persistent inductor cache; default: $HF_HOME/flux2-serve/compile-cache"
     )
     fuse_qkv: bool = Field(default=False, description="fuse Q/K/V projections into one matmul")
     quantization: Literal["none", "fp8"] = Field(
-        default="none", description="fp8: dynamic fp8 activations x fp8 weights in the transformer's linears")
+        default="none", description="fp8: dynamic fp8 activations x fp8 weights in the transformer's linears"
+    )
     step_cache: Literal["none", "magcache", "taylorseer"] = Field(
-        default="none", description="diffusers step cache for the transformer")
+        default="none", description="diffusers step cache for the transformer"
+    )
     attention_backend: str | None = Field(default=None, description="diffusers attention backend, e.g. flash_hub")
     warmup_shapes: tuple[Shape, ...] = (Shape(width=1024, height=1024, references=1),)
     unwarmed_shapes: Literal["compile", "reject"] = Field(
-        default="compile", description="a compiled model meeting a shape outside warmup_shapes")
+        default="compile", description="a compiled model meeting a shape outside warmup_shapes"
+    )
     default_steps: int | None = Field(default=None, ge=1, description="None: the model family's default")
     default_guidance_scale: float | None = Field(default=None, ge=0.0)
     default_size: tuple[int, int] = (1024, 1024)
     vram_policy: Literal["always", "on_pressure", "never"] = "on_pressure"
     vram_pressure_fraction: float = Field(default=0.9, gt=0.0, le=1.0)
     deployment_options: dict[str, Any] = Field(
-        default_factory=dict, description="Ray Serve options for this model's deployment (autoscaling, ...)")
+        default_factory=dict, description="Ray Serve options for this model's deployment (autoscaling, ...)"
+    )
 
     @field_validator("default_size")
     @classmethod

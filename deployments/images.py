@@ -26,21 +26,29 @@ def _open(data: bytes, limits: Limits, param: str) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             if image.format not in ACCEPTED_INPUT_FORMATS:
-                raise ServiceError(f"{param} has unsupported format {image.format}; send PNG, JPEG or WebP",
-                                   param=param, code="invalid_image_format")
+                raise ServiceError(
+                    f"{param} has unsupported format {image.format}; send PNG, JPEG or WebP",
+                    param=param,
+                    code="invalid_image_format",
+                )
             if image.width * image.height > limits.max_input_pixels:
                 raise ServiceError(
-                    f"{param} is {image.width}x{image.height}, over the limit of {limits.max_input_pixels} "
-                    "pixels", status=413, param=param, code="image_too_large")
+                    f"{param} is {image.width}x{image.height}, over the limit of {limits.max_input_pixels} pixels",
+                    status=413,
+                    param=param,
+                    code="image_too_large",
+                )
             image.load()
     except ServiceError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ServiceError(f"{param} is too large to decode safely: {exc}", status=413, param=param,
-                           code="image_too_large") from exc
+        raise ServiceError(
+            f"{param} is too large to decode safely: {exc}", status=413, param=param, code="image_too_large"
+        ) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ServiceError(f"{param} could not be decoded as an image ({exc})", param=param,
-                           code="invalid_image") from exc
+        raise ServiceError(
+            f"{param} could not be decoded as an image ({exc})", param=param, code="invalid_image"
+        ) from exc
     return image
 
 
@@ -64,26 +72,39 @@ def decode_mask(data: bytes, limits: Limits, size: tuple[int, int]) -> np.ndarra
     """
     image = ImageOps.exif_transpose(_open(data, limits, "mask"))
     if image.size != size:
-        raise ServiceError(f"mask is {image.width}x{image.height} but the first image is {size[0]}x{size[1]}; "
-                           "they must match", param="mask", code="invalid_mask")
+        raise ServiceError(
+            f"mask is {image.width}x{image.height} but the first image is {size[0]}x{size[1]}; they must match",
+            param="mask",
+            code="invalid_mask",
+        )
     if "A" not in image.getbands() and not (image.mode == "P" and "transparency" in image.info):
-        raise ServiceError("mask must be a PNG with an alpha channel (alpha 0 marks the area to edit)",
-                           param="mask", code="invalid_mask")
+        raise ServiceError(
+            "mask must be a PNG with an alpha channel (alpha 0 marks the area to edit)",
+            param="mask",
+            code="invalid_mask",
+        )
     alpha = np.asarray(image.convert("RGBA"), dtype=np.uint8)[..., 3]
     editable = np.where(alpha == 0, 255, 0).astype(np.uint8)
     if not editable.any():
-        raise ServiceError("mask has no transparent pixels, so nothing may be edited", param="mask",
-                           code="invalid_mask")
+        raise ServiceError(
+            "mask has no transparent pixels, so nothing may be edited", param="mask", code="invalid_mask"
+        )
     return editable
 
 
 def check_reference_size(width: int, height: int, limits: Limits, param: str) -> None:
     if min(width, height) < limits.min_side:
-        raise ServiceError(f"{param} is {width}x{height}; each side must be at least {limits.min_side} px",
-                           param=param, code="image_too_small")
+        raise ServiceError(
+            f"{param} is {width}x{height}; each side must be at least {limits.min_side} px",
+            param=param,
+            code="image_too_small",
+        )
     if max(width, height) / min(width, height) > limits.max_aspect_ratio:
-        raise ServiceError(f"{param} is {width}x{height}; its aspect ratio must be at most "
-                           f"{limits.max_aspect_ratio:g}:1", param=param, code="invalid_aspect_ratio")
+        raise ServiceError(
+            f"{param} is {width}x{height}; its aspect ratio must be at most {limits.max_aspect_ratio:g}:1",
+            param=param,
+            code="invalid_aspect_ratio",
+        )
 
 
 def parse_size(size: str | None, limits: Limits) -> tuple[int, int] | None:
@@ -93,20 +114,31 @@ def parse_size(size: str | None, limits: Limits) -> tuple[int, int] | None:
     try:
         width, height = (int(part) for part in size.lower().split("x"))
     except ValueError:
-        raise ServiceError(f"size must be 'auto' or 'WIDTHxHEIGHT', got {size!r}", param="size",
-                           code="invalid_size") from None
+        raise ServiceError(
+            f"size must be 'auto' or 'WIDTHxHEIGHT', got {size!r}", param="size", code="invalid_size"
+        ) from None
     if width % 16 or height % 16:
-        raise ServiceError(f"size {width}x{height}: width and height must be multiples of 16", param="size",
-                           code="invalid_size")
+        raise ServiceError(
+            f"size {width}x{height}: width and height must be multiples of 16", param="size", code="invalid_size"
+        )
     if min(width, height) < limits.min_side or max(width, height) > limits.max_side:
-        raise ServiceError(f"size {width}x{height}: each side must be between {limits.min_side} and "
-                           f"{limits.max_side} px", param="size", code="invalid_size")
+        raise ServiceError(
+            f"size {width}x{height}: each side must be between {limits.min_side} and {limits.max_side} px",
+            param="size",
+            code="invalid_size",
+        )
     if width * height > limits.max_output_pixels:
-        raise ServiceError(f"size {width}x{height} is over the limit of {limits.max_output_pixels} pixels",
-                           param="size", code="invalid_size")
+        raise ServiceError(
+            f"size {width}x{height} is over the limit of {limits.max_output_pixels} pixels",
+            param="size",
+            code="invalid_size",
+        )
     if max(width, height) / min(width, height) > limits.max_aspect_ratio:
-        raise ServiceError(f"size {width}x{height}: aspect ratio must be at most {limits.max_aspect_ratio:g}:1",
-                           param="size", code="invalid_size")
+        raise ServiceError(
+            f"size {width}x{height}: aspect ratio must be at most {limits.max_aspect_ratio:g}:1",
+            param="size",
+            code="invalid_size",
+        )
     return width, height
 
 

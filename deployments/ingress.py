@@ -33,8 +33,11 @@ logger = logging.getLogger("ray.serve")
 IMAGE_FIELDS = ("image", "image[]")
 READY_TIMEOUT_S = 5.0
 
-app = FastAPI(title="FLUX.2 Images API", version="0.1.0",
-              description="OpenAI-compatible image editing and generation with FLUX.2 on Ray Serve.")
+app = FastAPI(
+    title="FLUX.2 Images API",
+    version="0.1.0",
+    description="OpenAI-compatible image editing and generation with FLUX.2 on Ray Serve.",
+)
 
 
 def error_response(err: ServiceError) -> JSONResponse:
@@ -62,14 +65,14 @@ async def read_body(request: Request, limit: int) -> bytes:
     """Read the body, refusing it (413) as soon as it exceeds ``limit``; Serve itself has no body limit."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise ServiceError(f"request body is {declared} bytes; the limit is {limit}", status=413,
-                           code="request_too_large")
+        raise ServiceError(
+            f"request body is {declared} bytes; the limit is {limit}", status=413, code="request_too_large"
+        )
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise ServiceError(f"request body exceeds the limit of {limit} bytes", status=413,
-                               code="request_too_large")
+            raise ServiceError(f"request body exceeds the limit of {limit} bytes", status=413, code="request_too_large")
         chunks.append(chunk)
     body = b"".join(chunks)
     request._body = body  # Starlette's form() and json() reuse the body read here
@@ -79,8 +82,9 @@ async def read_body(request: Request, limit: int) -> bytes:
 def require_content_type(request: Request, expected: str) -> None:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != expected:
-        raise ServiceError(f"Content-Type must be {expected}, got {content_type or 'none'}", status=415,
-                           code="unsupported_media_type")
+        raise ServiceError(
+            f"Content-Type must be {expected}, got {content_type or 'none'}", status=415, code="unsupported_media_type"
+        )
 
 
 @serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.25})
@@ -125,8 +129,10 @@ class ImagesIngress:
     @app.get("/v1/models")
     async def list_models(self) -> dict[str, Any]:
         infos = await self._describe_all()
-        data = [{"id": name, "object": "model", "created": 0, "owned_by": "flux2-serve", **infos.get(name, {})}
-                for name in self.model_configs]
+        data = [
+            {"id": name, "object": "model", "created": 0, "owned_by": "flux2-serve", **infos.get(name, {})}
+            for name in self.model_configs
+        ]
         return {"object": "list", "data": data}
 
     @app.get("/healthz")
@@ -137,22 +143,29 @@ class ImagesIngress:
     async def readyz(self) -> JSONResponse:
         infos = await self._describe_all()
         ready = all(name in infos for name in self.model_configs)
-        body = {"status": "ready" if ready else "not_ready",
-                "models": {name: infos.get(name, {"ready": False}) for name in self.model_configs}}
+        body = {
+            "status": "ready" if ready else "not_ready",
+            "models": {name: infos.get(name, {"ready": False}) for name in self.model_configs},
+        }
         return JSONResponse(body, status_code=200 if ready else 503)
 
     def _model_name(self, params: ImageParams) -> str:
         name = params.model or self.config.default_model
         if name not in self.models:
-            raise ServiceError(f"The model '{name}' does not exist. Available: {sorted(self.models)}", status=404,
-                               param="model", code="model_not_found")
+            raise ServiceError(
+                f"The model '{name}' does not exist. Available: {sorted(self.models)}",
+                status=404,
+                param="model",
+                code="model_not_found",
+            )
         return name
 
     async def _read_form(self, request: Request) -> tuple[dict[str, str], list[bytes], bytes | None]:
         limits = self.config.limits
         try:
-            form = await request.form(max_files=limits.max_reference_images + 8, max_fields=64,
-                                      max_part_size=limits.max_body_bytes)
+            form = await request.form(
+                max_files=limits.max_reference_images + 8, max_fields=64, max_part_size=limits.max_body_bytes
+            )
         except Exception as exc:  # malformed multipart, too many parts
             raise ServiceError(f"could not parse multipart form: {exc}", code="invalid_multipart") from None
         fields: dict[str, str] = {}
@@ -174,8 +187,9 @@ class ImagesIngress:
         await form.close()
         return fields, images, mask
 
-    async def _generate(self, name: str, image_request: ImageRequest, params: ImageParams,
-                        started: float) -> JSONResponse:
+    async def _generate(
+        self, name: str, image_request: ImageRequest, params: ImageParams, started: float
+    ) -> JSONResponse:
         result = await self._call_model(name, image_request)
         body = images_response(result, params)
         total_ms = (time.perf_counter() - started) * 1000
@@ -201,17 +215,29 @@ class ImagesIngress:
             if isinstance(exc.cause, ServiceError):
                 raise exc.cause from None
             logger.error("model %s failed: %s", name, exc)
-            raise ServiceError("the model failed to generate the image", status=500, type="server_error",
-                               code="generation_failed") from None
+            raise ServiceError(
+                "the model failed to generate the image", status=500, type="server_error", code="generation_failed"
+            ) from None
         except BackPressureError:
-            raise ServiceError("the server is at capacity; retry shortly", status=503, type="server_error",
-                               code="overloaded", headers={"Retry-After": "2"}) from None
+            raise ServiceError(
+                "the server is at capacity; retry shortly",
+                status=503,
+                type="server_error",
+                code="overloaded",
+                headers={"Retry-After": "2"},
+            ) from None
         except TimeoutError:
-            raise ServiceError(f"generation did not finish within {timeout:g}s", status=504, type="server_error",
-                               code="timeout") from None
+            raise ServiceError(
+                f"generation did not finish within {timeout:g}s", status=504, type="server_error", code="timeout"
+            ) from None
         except RayActorError:
-            raise ServiceError("the model replica serving this request died; retry", status=503,
-                               type="server_error", code="replica_died", headers={"Retry-After": "5"}) from None
+            raise ServiceError(
+                "the model replica serving this request died; retry",
+                status=503,
+                type="server_error",
+                code="replica_died",
+                headers={"Retry-After": "5"},
+            ) from None
 
     async def _describe_all(self) -> dict[str, dict[str, Any]]:
         async def describe(name: str) -> dict[str, Any] | None:
@@ -221,4 +247,4 @@ class ImagesIngress:
                 return None
 
         results = await asyncio.gather(*(describe(name) for name in self.models))
-        return {name: info for name, info in zip(self.models, results) if info is not None}
+        return {name: info for name, info in zip(self.models, results, strict=False) if info is not None}

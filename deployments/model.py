@@ -26,8 +26,13 @@ logger = logging.getLogger("ray.serve")
 WEDGED_AFTER_S = 1800.0
 
 
-@serve.deployment(max_ongoing_requests=2, max_queued_requests=64, graceful_shutdown_timeout_s=600,
-                  health_check_period_s=10, health_check_timeout_s=30)
+@serve.deployment(
+    max_ongoing_requests=2,
+    max_queued_requests=64,
+    graceful_shutdown_timeout_s=600,
+    health_check_period_s=10,
+    health_check_timeout_s=30,
+)
 class Flux2Model:
     """Serves one FLUX.2 model; ``generate`` takes a validated ImageRequest and returns uint8 images."""
 
@@ -43,14 +48,26 @@ class Flux2Model:
         times = warm_up(engine)
         info = engine.info
         label = " [DEMO: random weights, images are noise]" if info.is_demo else ""
-        logger.info("model %s ready%s: source=%s load=%.1fs warm-up=%.1fs %s", info.name, label, info.source,
-                    info.load_s, info.warmup_s, times)
+        logger.info(
+            "model %s ready%s: source=%s load=%.1fs warm-up=%.1fs %s",
+            info.name,
+            label,
+            info.source,
+            info.load_s,
+            info.warmup_s,
+            times,
+        )
         return engine
 
     async def generate(self, request: ImageRequest) -> ImageResult:
         if self._broken:
-            raise ServiceError(f"model replica is unhealthy: {self._broken}", status=503, type="server_error",
-                               code="replica_unhealthy", headers={"Retry-After": "10"})
+            raise ServiceError(
+                f"model replica is unhealthy: {self._broken}",
+                status=503,
+                type="server_error",
+                code="replica_unhealthy",
+                headers={"Retry-After": "10"},
+            )
         queued_at = time.perf_counter()
         result = await asyncio.get_running_loop().run_in_executor(self._thread, self._run, request, queued_at)
         return result

@@ -108,5 +108,6 @@ class EngineOverloaded(ServiceError):
     """The GPU ran out of memory even after recovery: retryable, the replica stays healthy."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(message, status=503, type="server_error", code="gpu_out_of_memory",
-                         headers={"Retry-After": "5"})
+        super().__init__(
+            message, status=503, type="server_error", code="gpu_out_of_memory", headers={"Retry-After": "5"}
+        )

@@ -11,14 +11,29 @@ import numpy as np
 import pytest
 from PIL import Image
 
-TEST_LIMITS = {"max_body_bytes": 2 * 1024 * 1024, "max_reference_images": 4, "max_side": 512,
-               "max_output_pixels": 512 * 512, "max_prompt_chars": 500, "max_steps": 20, "max_n": 4}
+TEST_LIMITS = {
+    "max_body_bytes": 2 * 1024 * 1024,
+    "max_reference_images": 4,
+    "max_side": 512,
+    "max_output_pixels": 512 * 512,
+    "max_prompt_chars": 500,
+    "max_steps": 20,
+    "max_n": 4,
+}
 TEST_CONFIG = {
     "models": [
-        {"name": "tiny-dev", "source": "tiny-dev", "warmup_shapes": [{"width": 64, "height": 64, "references": 1}],
-         "default_size": [64, 64]},
-        {"name": "tiny-klein", "source": "tiny-klein",
-         "warmup_shapes": [{"width": 64, "height": 64, "references": 0}], "default_size": [64, 64]},
+        {
+            "name": "tiny-dev",
+            "source": "tiny-dev",
+            "warmup_shapes": [{"width": 64, "height": 64, "references": 1}],
+            "default_size": [64, 64],
+        },
+        {
+            "name": "tiny-klein",
+            "source": "tiny-klein",
+            "warmup_shapes": [{"width": 64, "height": 64, "references": 0}],
+            "default_size": [64, 64],
+        },
     ],
     "limits": TEST_LIMITS,
 }

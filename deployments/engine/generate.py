@@ -29,8 +29,7 @@ TINY_DEFAULT_STEPS = 4
 class Flux2Engine:
     """Runs requests on one FLUX.2 pipeline."""
 
-    def __init__(self, loaded: LoadedPipeline, config: ModelConfig, *, compile_mode: str = "none",
-                 load_s: float = 0.0):
+    def __init__(self, loaded: LoadedPipeline, config: ModelConfig, *, compile_mode: str = "none", load_s: float = 0.0):
         self.pipeline = loaded.pipeline
         self.loaded = loaded
         self.config = config
@@ -59,18 +58,30 @@ class Flux2Engine:
         loaded = load_pipeline(config)
         compile_mode = apply_optimizations(loaded.pipeline, config, loaded.device)
         load_s = time.perf_counter() - start
-        logger.info("%s ready to warm up in %.2fs (%s, %s, %s)", loaded.source, load_s, loaded.family,
-                    loaded.device, loaded.dtype)
+        logger.info(
+            "%s ready to warm up in %.2fs (%s, %s, %s)",
+            loaded.source,
+            load_s,
+            loaded.family,
+            loaded.device,
+            loaded.dtype,
+        )
         return cls(loaded, config, compile_mode=compile_mode, load_s=load_s)
 
     @property
     def info(self) -> ModelInfo:
         return ModelInfo(
-            name=self.config.served_name, source=self.loaded.source, family=self.loaded.family,
-            weights=self.loaded.weights, device=str(self.loaded.device),
-            dtype=str(self.loaded.dtype).removeprefix("torch."), default_steps=self.default_steps,
-            default_guidance_scale=self.default_guidance_scale, compile=self.compile_mode,
-            warmup_s=round(self.warmup_s, 3), load_s=round(self.load_s, 3),
+            name=self.config.served_name,
+            source=self.loaded.source,
+            family=self.loaded.family,
+            weights=self.loaded.weights,
+            device=str(self.loaded.device),
+            dtype=str(self.loaded.dtype).removeprefix("torch."),
+            default_steps=self.default_steps,
+            default_guidance_scale=self.default_guidance_scale,
+            compile=self.compile_mode,
+            warmup_s=round(self.warmup_s, 3),
+            load_s=round(self.load_s, 3),
         )
 
     def generate(self, request: ImageRequest) -> ImageResult:
@@ -86,10 +97,19 @@ class Flux2Engine:
             self.memory.after_request()
         generate_s = time.perf_counter() - start
         self.warm_shapes.add(request.shape_key)
-        timings = {"generate_s": generate_s, "step_s": generate_s / steps,
-                   "peak_vram_gb": self.memory.peak_bytes() / 2**30}
-        return ImageResult(images=images, seed=request.seed, num_inference_steps=steps,
-                           guidance_scale=guidance, weights=self.loaded.weights, timings=timings)
+        timings = {
+            "generate_s": generate_s,
+            "step_s": generate_s / steps,
+            "peak_vram_gb": self.memory.peak_bytes() / 2**30,
+        }
+        return ImageResult(
+            images=images,
+            seed=request.seed,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            weights=self.loaded.weights,
+            timings=timings,
+        )
 
     def _check_shape(self, request: ImageRequest) -> None:
         if self.compile_mode == "none" or request.shape_key in self.warm_shapes or not self.warm_shapes:
@@ -98,7 +118,10 @@ class Flux2Engine:
             width, height, refs = request.shape_key
             raise ServiceError(
                 f"size {width}x{height} with {refs} reference image(s) is not among this model's warmed "
-                "shapes; ask for a configured size", param="size", code="shape_not_warmed")
+                "shapes; ask for a configured size",
+                param="size",
+                code="shape_not_warmed",
+            )
         self.unwarmed_compiles += 1
         logger.warning("shape %s was not warmed up: this request may compile", request.shape_key)
 
@@ -107,9 +130,15 @@ class Flux2Engine:
         generators = [torch.Generator("cpu").manual_seed(request.seed + i) for i in range(request.n)]
         with torch.inference_mode():
             output = self.pipeline(
-                image=references, prompt=request.prompt, height=request.height, width=request.width,
-                num_inference_steps=steps, guidance_scale=guidance, num_images_per_prompt=request.n,
-                generator=generators, output_type="np",
+                image=references,
+                prompt=request.prompt,
+                height=request.height,
+                width=request.width,
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                num_images_per_prompt=request.n,
+                generator=generators,
+                output_type="np",
             )
         pixels = np.clip(np.rint(output.images * 255.0), 0, 255).astype(np.uint8)
         return list(pixels)

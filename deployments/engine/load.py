@@ -54,8 +54,11 @@ def resolve_source(config: ModelConfig, device: torch.device) -> str:
         return config.source
     chosen = AUTO_GPU_SOURCE if device.type == "cuda" else AUTO_CPU_SOURCE
     if chosen in TINY_SOURCES:
-        logger.warning("model source 'auto' on a machine without a GPU: serving the TINY RANDOM demo model "
-                       "'%s'; its images are noise", chosen)
+        logger.warning(
+            "model source 'auto' on a machine without a GPU: serving the TINY RANDOM demo model "
+            "'%s'; its images are noise",
+            chosen,
+        )
     else:
         logger.info("model source 'auto' resolved to %s", chosen)
     return chosen

@@ -85,5 +85,6 @@ class MemoryManager:
             return fn()
         except torch.OutOfMemoryError as exc:
             self.release()
-            raise EngineOverloaded("the GPU ran out of memory for this request; retry later or ask for "
-                                   "a smaller size or fewer images") from exc
+            raise EngineOverloaded(
+                "the GPU ran out of memory for this request; retry later or ask for a smaller size or fewer images"
+            ) from exc

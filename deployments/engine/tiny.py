@@ -28,7 +28,57 @@ from transformers import (
     Qwen3ForCausalLM,
 )
 
-_WORDS = ["a", "an", "the", "of", "in", "on", "with", "and", "or", "to", "into", "from", "make", "turn", "change", "add", "remove", "replace", "keep", "it", "its", "red", "green", "blue", "yellow", "black", "white", "dog", "cat", "person", "car", "house", "tree", "sky", "background", "photo", "image", "painting", "style", "sketch", "watercolor", "cartoon", "sunset", "night", "day", "1", "2", "3", "4"]
+_WORDS = [
+    "a",
+    "an",
+    "the",
+    "of",
+    "in",
+    "on",
+    "with",
+    "and",
+    "or",
+    "to",
+    "into",
+    "from",
+    "make",
+    "turn",
+    "change",
+    "add",
+    "remove",
+    "replace",
+    "keep",
+    "it",
+    "its",
+    "red",
+    "green",
+    "blue",
+    "yellow",
+    "black",
+    "white",
+    "dog",
+    "cat",
+    "person",
+    "car",
+    "house",
+    "tree",
+    "sky",
+    "background",
+    "photo",
+    "image",
+    "painting",
+    "style",
+    "sketch",
+    "watercolor",
+    "cartoon",
+    "sunset",
+    "night",
+    "day",
+    "1",
+    "2",
+    "3",
+    "4",
+]
 _TE_HIDDEN = 16
 _OUT_LAYERS = 3  # both pipelines stack three text-encoder hidden states
 _SPECIAL_PATTERN = r"(<\|[a-z_]+\|>|\[/?[A-Z_]+\]|<[a-z/]+>)"
@@ -48,8 +98,9 @@ MISTRAL_TEMPLATE = (
 )
 
 
-def _word_tokenizer(specials: list[str], *, unk: str, pad: str, chat_template: str,
-                    bos: str | None = None, eos: str | None = None) -> PreTrainedTokenizerFast:
+def _word_tokenizer(
+    specials: list[str], *, unk: str, pad: str, chat_template: str, bos: str | None = None, eos: str | None = None
+) -> PreTrainedTokenizerFast:
     vocab: dict[str, int] = {}
     for token in [*specials, *_WORDS]:
         vocab.setdefault(token, len(vocab))
@@ -68,18 +119,32 @@ def _word_tokenizer(specials: list[str], *, unk: str, pad: str, chat_template: s
 
 def _transformer(guidance_embeds: bool) -> Flux2Transformer2DModel:
     return Flux2Transformer2DModel(
-        patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
-        attention_head_dim=16, num_attention_heads=2, joint_attention_dim=_OUT_LAYERS * _TE_HIDDEN,
-        timestep_guidance_channels=256, axes_dims_rope=[4, 4, 4, 4], guidance_embeds=guidance_embeds,
+        patch_size=1,
+        in_channels=16,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=_OUT_LAYERS * _TE_HIDDEN,
+        timestep_guidance_channels=256,
+        axes_dims_rope=[4, 4, 4, 4],
+        guidance_embeds=guidance_embeds,
     )
 
 
 def _vae() -> AutoencoderKLFlux2:
     return AutoencoderKLFlux2(
-        sample_size=64, in_channels=3, out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(4, 4, 4, 4), layers_per_block=1, latent_channels=4, norm_num_groups=1,
-        use_quant_conv=False, use_post_quant_conv=False,
+        sample_size=64,
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(4, 4, 4, 4),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=1,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
     )
 
 
@@ -87,17 +152,32 @@ def build_tiny_klein(seed: int = 0) -> Flux2KleinPipeline:
     """A klein-style pipeline (Qwen3 text encoder, no guidance embedding, distilled: no CFG)."""
     torch.manual_seed(seed)
     # 27 layers so the pipeline's default text_encoder_out_layers (9, 18, 27) exist.
-    text_encoder = Qwen3ForCausalLM(Qwen3Config(
-        intermediate_size=16, hidden_size=_TE_HIDDEN, num_hidden_layers=27, num_attention_heads=2,
-        num_key_value_heads=2, head_dim=8, vocab_size=256, max_position_embeddings=512,
-    ))
+    text_encoder = Qwen3ForCausalLM(
+        Qwen3Config(
+            intermediate_size=16,
+            hidden_size=_TE_HIDDEN,
+            num_hidden_layers=27,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            head_dim=8,
+            vocab_size=256,
+            max_position_embeddings=512,
+        )
+    )
     tokenizer = _word_tokenizer(
         ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>", "user", "assistant", "system"],
-        unk="<|endoftext|>", pad="<|endoftext|>", eos="<|im_end|>", chat_template=QWEN3_TEMPLATE,
+        unk="<|endoftext|>",
+        pad="<|endoftext|>",
+        eos="<|im_end|>",
+        chat_template=QWEN3_TEMPLATE,
     )
     return Flux2KleinPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(), vae=_vae(), text_encoder=text_encoder,
-        tokenizer=tokenizer, transformer=_transformer(guidance_embeds=False), is_distilled=True,
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=_vae(),
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        transformer=_transformer(guidance_embeds=False),
+        is_distilled=True,
     )
 
 
@@ -105,27 +185,67 @@ def build_tiny_dev(seed: int = 0) -> Flux2Pipeline:
     """A dev-style pipeline (Mistral-3 text encoder, embedded guidance)."""
     torch.manual_seed(seed)
     # 30 layers so the pipeline's default text_encoder_out_layers (10, 20, 30) exist.
-    text_encoder = Mistral3ForConditionalGeneration(Mistral3Config(
-        text_config={
-            "model_type": "mistral", "vocab_size": 256, "hidden_size": _TE_HIDDEN, "intermediate_size": 37,
-            "max_position_embeddings": 1024, "num_attention_heads": 4, "num_hidden_layers": 30,
-            "num_key_value_heads": 2, "rms_norm_eps": 1e-05, "rope_theta": 1e9, "sliding_window": None,
-            "bos_token_id": 2, "eos_token_id": 3, "pad_token_id": 4,
-        },
-        vision_config={
-            "model_type": "pixtral", "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 4,
-            "intermediate_size": 37, "image_size": 30, "patch_size": 6, "num_channels": 3,
-        },
-        bos_token_id=2, eos_token_id=3, pad_token_id=4, image_seq_length=4, vision_feature_layer=-1,
-        image_token_index=1,
-    ))
+    text_encoder = Mistral3ForConditionalGeneration(
+        Mistral3Config(
+            text_config={
+                "model_type": "mistral",
+                "vocab_size": 256,
+                "hidden_size": _TE_HIDDEN,
+                "intermediate_size": 37,
+                "max_position_embeddings": 1024,
+                "num_attention_heads": 4,
+                "num_hidden_layers": 30,
+                "num_key_value_heads": 2,
+                "rms_norm_eps": 1e-05,
+                "rope_theta": 1e9,
+                "sliding_window": None,
+                "bos_token_id": 2,
+                "eos_token_id": 3,
+                "pad_token_id": 4,
+            },
+            vision_config={
+                "model_type": "pixtral",
+                "hidden_size": 16,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 4,
+                "intermediate_size": 37,
+                "image_size": 30,
+                "patch_size": 6,
+                "num_channels": 3,
+            },
+            bos_token_id=2,
+            eos_token_id=3,
+            pad_token_id=4,
+            image_seq_length=4,
+            vision_feature_layer=-1,
+            image_token_index=1,
+        )
+    )
     # ids 0..4 match the config's special ids: <unk>, [IMG], <s>, </s>, <pad>
     tokenizer = _word_tokenizer(
-        ["<unk>", "[IMG]", "<s>", "</s>", "<pad>", "[IMG_BREAK]", "[IMG_END]", "[INST]", "[/INST]",
-         "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]"],
-        unk="<unk>", pad="<pad>", bos="<s>", eos="</s>", chat_template=MISTRAL_TEMPLATE,
+        [
+            "<unk>",
+            "[IMG]",
+            "<s>",
+            "</s>",
+            "<pad>",
+            "[IMG_BREAK]",
+            "[IMG_END]",
+            "[INST]",
+            "[/INST]",
+            "[SYSTEM_PROMPT]",
+            "[/SYSTEM_PROMPT]",
+        ],
+        unk="<unk>",
+        pad="<pad>",
+        bos="<s>",
+        eos="</s>",
+        chat_template=MISTRAL_TEMPLATE,
     )
     return Flux2Pipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(), vae=_vae(), text_encoder=text_encoder,
-        tokenizer=tokenizer, transformer=_transformer(guidance_embeds=True),
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=_vae(),
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        transformer=_transformer(guidance_embeds=True),
     )

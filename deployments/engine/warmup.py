@@ -20,12 +20,21 @@ def warmup_request(shape: Shape, seed: int = 0) -> ImageRequest:
     """A synthetic request of the bucket's shape: references are smooth random images of the output size."""
     rng = np.random.default_rng(seed)
     refs = tuple(
-        np.repeat(np.repeat(rng.integers(0, 256, (shape.height // 16, shape.width // 16, 3), dtype=np.uint8),
-                            16, axis=0), 16, axis=1)
+        np.repeat(
+            np.repeat(rng.integers(0, 256, (shape.height // 16, shape.width // 16, 3), dtype=np.uint8), 16, axis=0),
+            16,
+            axis=1,
+        )
         for _ in range(shape.references)
     )
-    return ImageRequest(prompt="warm-up: a photo of a red car", width=shape.width, height=shape.height,
-                        images=refs, seed=seed, num_inference_steps=WARMUP_STEPS)
+    return ImageRequest(
+        prompt="warm-up: a photo of a red car",
+        width=shape.width,
+        height=shape.height,
+        images=refs,
+        seed=seed,
+        num_inference_steps=WARMUP_STEPS,
+    )
 
 
 def warm_up(engine: Flux2Engine, shapes: tuple[Shape, ...] | None = None) -> dict[str, float]:
