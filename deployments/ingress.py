@@ -7,10 +7,11 @@ awaits its ``generate`` and encodes the images. It never touches torch.
 import asyncio
 import logging
 import time
+from importlib.resources import files
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from ray import serve
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError
@@ -134,6 +135,10 @@ class ImagesIngress:
             for name in self.model_configs
         ]
         return {"object": "list", "data": data}
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def playground(self) -> HTMLResponse:
+        return HTMLResponse(files("deployments").joinpath("static/index.html").read_text(encoding="utf-8"))
 
     @app.get("/healthz")
     async def healthz(self) -> dict[str, str]:
