@@ -91,6 +91,9 @@ def load_pipeline(config: ModelConfig) -> LoadedPipeline:
     else:
         pipeline = _from_pretrained(source, config.revision, dtype)
         weights = "pretrained"
+    for component in pipeline.components.values():
+        if isinstance(component, torch.nn.Module):
+            component.eval()  # freshly built modules start in training mode
     pipeline.to(device)
     if pipeline.transformer.dtype != dtype:  # built in float32: tiny and random sources
         pipeline.to(dtype=dtype)
@@ -124,6 +127,6 @@ def _from_pretrained(source: str, revision: str | None, dtype: torch.dtype) -> D
         raise ModelLoadError(f"{source} holds a {class_name}, not a FLUX.2 pipeline")
     logger.info("loading %s (%s) from %s", class_name, dtype, source)
     try:
-        return pipeline_cls.from_pretrained(source, revision=revision, torch_dtype=dtype)
+        return pipeline_cls.from_pretrained(source, revision=revision, dtype=dtype)
     except Exception as exc:
         raise ModelLoadError(f"failed to load {class_name} from {source!r}: {exc}") from exc
