@@ -54,11 +54,21 @@ CASES: dict[str, tuple[Send, int, str | None]] = {
     "empty file": (post_edit(edit_files(b"")), 400, "image"),
     "truncated png": (post_edit(edit_files(png_bytes(64, 64)[:200])), 400, "image"),
     "decompression bomb": (post_edit(edit_files(bomb_png())), 413, "image"),
-    "no image": (lambda c: c.post("/v1/images/edits", data={"prompt": "x"},
-                                  files={"unrelated": ("a.txt", b"", "text/plain")}), 400, "unrelated"),
+    "no image": (
+        lambda c: c.post("/v1/images/edits", data={"prompt": "x"}, files={"unrelated": ("a.txt", b"", "text/plain")}),
+        400,
+        "unrelated",
+    ),
     "zero images": (lambda c: c.post("/v1/images/edits", files={"prompt": (None, "make it red")}), 400, "image"),
-    "malformed multipart": (lambda c: c.post("/v1/images/edits", content=b"--xyz\r\ngarbage",
-                                             headers={"content-type": "multipart/form-data; boundary=xyz"}), 400, None),
+    "malformed multipart": (
+        lambda c: c.post(
+            "/v1/images/edits",
+            content=b"--xyz\r\ngarbage",
+            headers={"content-type": "multipart/form-data; boundary=xyz"},
+        ),
+        400,
+        None,
+    ),
     "too many images": (post_edit(edit_files(*[GOOD] * (TEST_LIMITS["max_reference_images"] + 1))), 400, "image"),
     "image under 64 px": (post_edit(edit_files(png_bytes(48, 64))), 400, "image"),
     "aspect over 8": (post_edit(edit_files(png_bytes(64, 640))), 400, "image"),
@@ -82,19 +92,34 @@ CASES: dict[str, tuple[Send, int, str | None]] = {
     "unknown parameter": (post_gen({"prompt": "a cat", "style": "vivid"}), 400, "style"),
     "seed negative": (post_gen({"prompt": "a cat", "seed": -5}), 400, "seed"),
     "json not an object": (post_gen(["a cat"]), 400, None),
-    "invalid json": (lambda c: c.post("/v1/images/generations", content=b"{nope",
-                                      headers={"content-type": "application/json"}), 400, None),
+    "invalid json": (
+        lambda c: c.post("/v1/images/generations", content=b"{nope", headers={"content-type": "application/json"}),
+        400,
+        None,
+    ),
     "body over the limit": (post_edit(edit_files(b"\0" * (TEST_LIMITS["max_body_bytes"] + 1))), 413, None),
     "generations as multipart": (lambda c: c.post("/v1/images/generations", data={"prompt": "a cat"}), 415, None),
     "edits as json": (lambda c: c.post("/v1/images/edits", json={"prompt": "a cat"}), 415, None),
-    "mask of another size": (post_edit(edit_files(GOOD) + [("mask", ("m.png", rgba_png(80, 64, True), "image/png"))]),
-                             400, "mask"),
-    "mask without alpha": (post_edit(edit_files(GOOD) + [("mask", ("m.png", png_bytes(64, 64), "image/png"))]),
-                           400, "mask"),
+    "mask of another size": (
+        post_edit([*edit_files(GOOD), ("mask", ("m.png", rgba_png(80, 64, True), "image/png"))]),
+        400,
+        "mask",
+    ),
+    "mask without alpha": (
+        post_edit([*edit_files(GOOD), ("mask", ("m.png", png_bytes(64, 64), "image/png"))]),
+        400,
+        "mask",
+    ),
     "mask with nothing editable": (
-        post_edit(edit_files(GOOD) + [("mask", ("m.png", rgba_png(64, 64, False), "image/png"))]), 400, "mask"),
-    "duplicate field": (lambda c: c.post("/v1/images/edits", files=edit_files(GOOD),
-                                         data={"prompt": ["a", "b"]}), 400, "prompt"),
+        post_edit([*edit_files(GOOD), ("mask", ("m.png", rgba_png(64, 64, False), "image/png"))]),
+        400,
+        "mask",
+    ),
+    "duplicate field": (
+        lambda c: c.post("/v1/images/edits", files=edit_files(GOOD), data={"prompt": ["a", "b"]}),
+        400,
+        "prompt",
+    ),
     "wrong method": (lambda c: c.get("/v1/images/edits"), 405, None),
 }
 
@@ -129,7 +154,7 @@ def test_body_limit_enforced_without_content_length(client: httpx.Client) -> Non
 
 
 def test_valid_mask_is_accepted_and_reported(client: httpx.Client) -> None:
-    files = edit_files(GOOD) + [("mask", ("m.png", rgba_png(64, 64, True), "image/png"))]
+    files = [*edit_files(GOOD), ("mask", ("m.png", rgba_png(64, 64, True), "image/png"))]
     response = client.post("/v1/images/edits", files=files, data={"prompt": "make it red"})
     assert response.status_code == 200, response.text
     assert response.headers["x-mask-applied"] in ("true", "false")

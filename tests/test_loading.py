@@ -46,19 +46,19 @@ def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_folder_without_model_index_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ModelLoadError, match="model_index.json"):
+    with pytest.raises(ModelLoadError, match=r"model_index\.json"):
         load_pipeline(ModelConfig(source=str(tmp_path), device="cpu"))
 
 
 def test_non_flux2_folder_is_refused(tmp_path: Path) -> None:
     (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
-    with pytest.raises(ModelLoadError, match="not a FLUX.2 pipeline"):
+    with pytest.raises(ModelLoadError, match=r"not a FLUX\.2 pipeline"):
         load_pipeline(ModelConfig(source=str(tmp_path), device="cpu"))
 
 
 def test_unreachable_hub_model_never_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ModelLoadError, match="black-forest-labs/FLUX.2-dev"):
+    with pytest.raises(ModelLoadError, match=r"black-forest-labs/FLUX\.2-dev"):
         load_pipeline(ModelConfig(source="black-forest-labs/FLUX.2-dev", device="cpu"))
 
 

@@ -15,8 +15,13 @@ def sdk(base_url: str) -> openai.OpenAI:
 
 
 def test_sdk_edit_single_image(sdk: openai.OpenAI) -> None:
-    result = sdk.images.edit(model="tiny-dev", image=("cat.png", png_bytes(64, 64), "image/png"),
-                             prompt="turn the cat into a dog", size="128x64", extra_body={"seed": 11})
+    result = sdk.images.edit(
+        model="tiny-dev",
+        image=("cat.png", png_bytes(64, 64), "image/png"),
+        prompt="turn the cat into a dog",
+        size="128x64",
+        extra_body={"seed": 11},
+    )
     assert result.data and result.data[0].b64_json
     assert decode_b64_image(result.data[0].b64_json).size == (128, 64)
 
@@ -34,8 +39,7 @@ def test_sdk_generate(sdk: openai.OpenAI) -> None:
 
 
 def test_sdk_raw_response_headers(sdk: openai.OpenAI) -> None:
-    raw = sdk.images.with_raw_response.generate(model="tiny-dev", prompt="a cat", size="64x64",
-                                                 extra_body={"seed": 5})
+    raw = sdk.images.with_raw_response.generate(model="tiny-dev", prompt="a cat", size="64x64", extra_body={"seed": 5})
     assert raw.headers["x-seed"] == "5" and raw.headers["x-model-weights"] == "random-tiny"
 
 

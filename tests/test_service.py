@@ -26,8 +26,11 @@ def test_edit_with_single_image_field(client: httpx.Client) -> None:
 
 
 def test_edit_with_image_array_and_auto_size(client: httpx.Client) -> None:
-    refs = [("image[]", png_bytes(80, 112, seed=1)), ("image[]", png_bytes(64, 64, seed=2)),
-            ("image[]", png_bytes(96, 80, seed=3))]
+    refs = [
+        ("image[]", png_bytes(80, 112, seed=1)),
+        ("image[]", png_bytes(64, 64, seed=2)),
+        ("image[]", png_bytes(96, 80, seed=3)),
+    ]
     response = edit(client, refs, model="tiny-klein", n="2")
     assert response.status_code == 200, response.text
     body = response.json()
@@ -54,17 +57,27 @@ def test_no_seed_gets_a_fresh_one_that_reproduces(client: httpx.Client) -> None:
 
 
 def test_generation_json(client: httpx.Client) -> None:
-    response = client.post("/v1/images/generations",
-                           json={"prompt": "a cat", "size": "64x128", "model": "tiny-klein", "output_format": "webp"})
+    response = client.post(
+        "/v1/images/generations",
+        json={"prompt": "a cat", "size": "64x128", "model": "tiny-klein", "output_format": "webp"},
+    )
     assert response.status_code == 200, response.text
     image = decode_b64_image(response.json()["data"][0]["b64_json"])
     assert image.format == "WEBP" and image.size == (64, 128)
 
 
 def test_generation_default_size_and_jpeg(client: httpx.Client) -> None:
-    response = client.post("/v1/images/generations",
-                           json={"prompt": "a cat", "output_format": "jpeg", "output_compression": 50, "seed": 3,
-                                 "num_inference_steps": 2, "guidance_scale": 3.5})
+    response = client.post(
+        "/v1/images/generations",
+        json={
+            "prompt": "a cat",
+            "output_format": "jpeg",
+            "output_compression": 50,
+            "seed": 3,
+            "num_inference_steps": 2,
+            "guidance_scale": 3.5,
+        },
+    )
     assert response.status_code == 200, response.text
     image = decode_b64_image(response.json()["data"][0]["b64_json"])
     assert image.format == "JPEG" and image.size == (64, 64)  # the model's configured default_size
