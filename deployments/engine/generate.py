@@ -15,6 +15,7 @@ from PIL import Image
 
 from deployments.config import ModelConfig
 from deployments.engine.load import LoadedPipeline, load_pipeline
+from deployments.engine.masking import run_masked_edit
 from deployments.engine.memory import MemoryManager, configure_allocator
 from deployments.engine.optimize import apply_optimizations
 from deployments.protocol import ImageRequest, ImageResult, ModelInfo, ServiceError
@@ -109,6 +110,7 @@ class Flux2Engine:
             guidance_scale=guidance,
             weights=self.loaded.weights,
             timings=timings,
+            mask_applied=request.mask is not None,
         )
 
     def _check_shape(self, request: ImageRequest) -> None:
@@ -126,6 +128,8 @@ class Flux2Engine:
         logger.warning("shape %s was not warmed up: this request may compile", request.shape_key)
 
     def _run_pipeline(self, request: ImageRequest, steps: int, guidance: float) -> list[np.ndarray]:
+        if request.mask is not None:  # latent-space masked denoising + feathered composite
+            return run_masked_edit(self.pipeline, request, steps, guidance)
         references = [Image.fromarray(image) for image in request.images] or None
         generators = [torch.Generator("cpu").manual_seed(request.seed + i) for i in range(request.n)]
         with torch.inference_mode():

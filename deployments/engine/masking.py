@@ -1,0 +1,234 @@
+"""Masked edits for every FLUX.2 family: latent-space masked denoising plus a feathered pixel composite.
+
+Request semantics (OpenAI ``mask``): the mask arrives as an (H, W) uint8 array, 255 = editable, the
+size of the FIRST reference image, which is the image being edited. The output may have another
+size, so the source image and the mask are both resized to the output size first.
+
+Method, the same for dev and klein:
+
+1. **Latent space.** The source (first reference, resized to the output size) is encoded once with
+   the pipeline's own VAE path (patchify + batch-norm, then packed to tokens): ``x0``. The initial
+   noise is drawn here, with the same generators and shape the pipeline would use, and passed in as
+   ``latents=`` so the same ``noise`` can re-noise the source. After every scheduler step a
+   ``callback_on_step_end`` replaces the kept region by the source on the flow-matching path at the
+   sigma the latents are now at::
+
+       x_sigma = (1 - sigma) * x0 + sigma * noise
+       latents = w * latents + (1 - w) * x_sigma
+
+   ``w`` is the mask on the packed latent grid (one token per 16x16 pixels): a token is editable if
+   any pixel of its cell is, then the edge is feathered outward by a Gaussian so the model sees a soft
+   transition instead of a hard step in the token grid. At the last step sigma is 0, so the kept
+   tokens are exactly the source's latents. The transformer still sees every reference image
+   (including the source) as usual, so the edit is conditioned on the whole picture and generated
+   content in the mask is denoised jointly with the kept surroundings: that is what removes seams.
+
+2. **Pixel space.** The VAE round trip is lossy, so the decoded image is composited over the source
+   with a feathered mask ``alpha = m * clip(2 * blur(m) - 1, 0, 1)``: alpha is exactly 0 outside the
+   mask (the output equals the input there, bit for bit) and ramps to 1 over ``feather_px`` pixels
+   inside it, so the boundary blends.
+
+Why not ``Flux2KleinInpaintPipeline`` for klein (diffusers 0.42.1)? Its denoising loop does the same
+thing as step 1 (re-noise the source with fixed noise after each step, blend with the mask on the
+packed grid), so it brings no extra quality, and it does not fit this service's request semantics:
+it forces the output to the source image's size (``height``/``width`` are overridden), accepts one
+``image_reference`` batch rather than a list of differently sized references, always encodes the
+source at output size as a reference (a different sequence length from the plain pipeline, so
+compiled shapes would differ from the warmed ones), binarises the mask without feathering, exists
+for klein only, and needs a second pipeline object. One callback on the pipelines already loaded
+covers dev, klein and the KV variant with one code path and one set of tests.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
+
+from deployments.protocol import ImageRequest, ServiceError
+
+LATENT_FEATHER_CELLS = 1.0  # Gaussian sigma of the outward feather, in packed latent cells (16 px each)
+
+
+def default_feather_px(width: int, height: int) -> int:
+    """Width of the pixel-space blend band: 16 px at 1024², never under 2 px."""
+    return max(2, round(min(width, height) / 64))
+
+
+def resize_source(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """The first reference image at the output size (uint8, (H, W, 3))."""
+    if image.shape[:2] == (height, width):
+        return image
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.LANCZOS), dtype=np.uint8)
+
+
+def resize_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
+    """The (H, W) uint8 mask (255 = editable) at the output size, as a binary float32 array (1 = editable)."""
+    if mask.shape != (height, width):
+        mask = np.asarray(Image.fromarray(mask).resize((width, height), Image.Resampling.BILINEAR))
+    return (mask >= 128).astype(np.float32)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of a (N, 1, H, W) tensor, edges replicated."""
+    if sigma <= 0:
+        return x
+    radius = max(1, math.ceil(3 * sigma))
+    taps = torch.arange(-radius, radius + 1, dtype=torch.float32, device=x.device)
+    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
+    kernel = (kernel / kernel.sum()).to(x.dtype)
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
+    return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1))
+
+
+def pixel_alpha(mask: np.ndarray, feather_px: float) -> np.ndarray:
+    """Composite weights (H, W) in [0, 1]: 0 outside the mask, ramping to 1 over ``feather_px`` inside it."""
+    m = torch.from_numpy(mask)[None, None]
+    blurred = gaussian_blur(m, feather_px / 2.0)
+    alpha = m * (2.0 * blurred - 1.0).clamp(0.0, 1.0)
+    return alpha[0, 0].numpy()
+
+
+def latent_weights(
+    mask: np.ndarray, grid_h: int, grid_w: int, feather_cells: float = LATENT_FEATHER_CELLS
+) -> torch.Tensor:
+    """Editable weight per packed latent token, (grid_h * grid_w,) in row-major token order.
+
+    A cell with any editable pixel is fully editable; the edge then fades outward (Gaussian).
+    """
+    m = torch.from_numpy(mask)[None, None]
+    covered = F.adaptive_max_pool2d(m, (grid_h, grid_w))
+    soft = torch.maximum(covered, gaussian_blur(covered, feather_cells))
+    return soft.flatten()
+
+
+class LatentMaskBlender:
+    """``callback_on_step_end`` that pins the kept tokens to the re-noised source latents.
+
+    ``source`` and ``noise`` are packed (B, tokens, C); ``weights`` is (tokens,), 1 = editable.
+    """
+
+    def __init__(self, source: torch.Tensor, noise: torch.Tensor, weights: torch.Tensor):
+        self.source = source.float()
+        self.noise = noise.float()
+        self.weights = weights.to(source.device, torch.float32).view(1, -1, 1)
+        self.last: torch.Tensor | None = None  # the latents after the latest step (for inspection)
+
+    def __call__(self, pipeline, step: int, timestep, callback_kwargs: dict) -> dict:
+        latents = callback_kwargs["latents"]
+        scheduler = pipeline.scheduler
+        sigma = scheduler.sigmas[scheduler.step_index].to(latents.device, torch.float32)  # the sigma latents are at
+        kept = (1.0 - sigma) * self.source + sigma * self.noise
+        blended = self.weights * latents.float() + (1.0 - self.weights) * kept
+        self.last = blended.to(latents.dtype)
+        return {"latents": self.last}
+
+
+def encode_source(pipeline, source: np.ndarray, batch: int) -> torch.Tensor:
+    """Packed, normalised VAE latents of ``source`` (B, tokens, C), exactly as the pipeline encodes images."""
+    height, width = source.shape[:2]
+    pixels = pipeline.image_processor.preprocess(Image.fromarray(source), height=height, width=width)
+    vae = pipeline.vae
+    pixels = pixels.to(device=vae.device, dtype=vae.dtype)
+    latents = pipeline._encode_vae_image(image=pixels, generator=None)  # argmax of the posterior: deterministic
+    return pipeline._pack_latents(latents).repeat(batch, 1, 1)
+
+
+def vae_round_trip(pipeline, source: np.ndarray) -> np.ndarray:
+    """``source`` encoded and decoded by the pipeline's VAE: the best the latent stage alone can keep."""
+    with torch.inference_mode():
+        latents = pipeline._encode_vae_image(
+            image=pipeline.image_processor.preprocess(Image.fromarray(source)).to(
+                pipeline.vae.device, pipeline.vae.dtype
+            ),
+            generator=None,
+        )
+        bn = pipeline.vae.bn
+        std = torch.sqrt(bn.running_var.view(1, -1, 1, 1) + pipeline.vae.config.batch_norm_eps)
+        latents = pipeline._unpatchify_latents(
+            latents * std.to(latents) + bn.running_mean.view(1, -1, 1, 1).to(latents)
+        )
+        decoded = pipeline.image_processor.postprocess(
+            pipeline.vae.decode(latents, return_dict=False)[0], output_type="np"
+        )
+    return np.clip(np.rint(decoded[0] * 255.0), 0, 255).astype(np.uint8)
+
+
+def prepare_latent_blend(
+    pipeline, source: np.ndarray, mask: np.ndarray, generators: list[torch.Generator]
+) -> tuple[torch.Tensor, LatentMaskBlender]:
+    """The initial noise to pass as ``latents=`` (unpacked, (B, C, h, w)) and the step callback.
+
+    The noise has the shape, generators and draw order of the pipeline's own ``prepare_latents``, so a
+    masked edit starts from the same noise as the unmasked edit with the same seed.
+    """
+    height, width = source.shape[:2]
+    multiple = pipeline.vae_scale_factor * 2
+    grid_h, grid_w = height // multiple, width // multiple
+    device = pipeline._execution_device
+    channels = pipeline.transformer.config.in_channels
+    noise = randn_tensor(
+        (len(generators), channels, grid_h, grid_w),
+        generator=generators,
+        device=device,
+        dtype=pipeline.transformer.dtype,
+    )
+    blender = LatentMaskBlender(
+        encode_source(pipeline, source, len(generators)).to(device),
+        pipeline._pack_latents(noise),
+        latent_weights(mask, grid_h, grid_w),
+    )
+    return noise, blender
+
+
+def run_masked_edit(
+    pipeline,
+    request: ImageRequest,
+    steps: int,
+    guidance: float,
+    *,
+    feather_px: float | None = None,
+    composite: bool = True,
+) -> list[np.ndarray]:
+    """Run ``request`` (which has a mask) on a Flux2Pipeline / Flux2KleinPipeline; uint8 (H, W, 3) images.
+
+    ``composite=False`` returns the decoded latent-space result without the pixel composite (for
+    measuring the latent stage alone).
+    """
+    if request.mask is None or not request.images:
+        raise ServiceError("a mask needs an image to edit", param="mask", code="invalid_mask")
+    width, height, n = request.width, request.height, request.n
+    multiple = pipeline.vae_scale_factor * 2
+    if width % multiple or height % multiple:
+        raise ServiceError(f"masked edits need a size in multiples of {multiple}", param="size", code="invalid_size")
+    source = resize_source(request.images[0], width, height)
+    mask = resize_mask(request.mask, width, height)
+
+    generators = [torch.Generator("cpu").manual_seed(request.seed + i) for i in range(n)]
+    with torch.inference_mode():
+        noise, blender = prepare_latent_blend(pipeline, source, mask, generators)
+        output = pipeline(
+            image=[Image.fromarray(image) for image in request.images],
+            prompt=request.prompt,
+            height=height,
+            width=width,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            num_images_per_prompt=n,
+            generator=generators,
+            latents=noise,
+            callback_on_step_end=blender,
+            callback_on_step_end_tensor_inputs=["latents"],
+            output_type="np",
+        )
+    generated = output.images.astype(np.float32)  # (n, H, W, 3) in [0, 1]
+    if composite:
+        alpha = pixel_alpha(mask, default_feather_px(width, height) if feather_px is None else feather_px)
+        alpha = alpha[None, :, :, None]
+        generated = alpha * generated + (1.0 - alpha) * (source.astype(np.float32) / 255.0)[None]
+    pixels = np.clip(np.rint(generated * 255.0), 0, 255).astype(np.uint8)
+    return list(pixels)
