@@ -103,11 +103,20 @@ class ModelConfig(_Strict):
         return self.name or self.source
 
 
+class AuthConfig(_Strict):
+    """API keys; with none configured the API is open. Health endpoints and the page are always open."""
+
+    api_keys: tuple[str, ...] = ()
+    api_keys_env: str | None = Field(default="FLUX2_API_KEYS", description="env var with comma-separated keys")
+    api_keys_file: str | None = Field(default=None, description="file with one key a line (a mounted secret)")
+
+
 class ServiceConfig(_Strict):
     """The whole service: the models to serve and the limits every request is held to."""
 
     models: tuple[ModelConfig, ...] = (ModelConfig(),)
     limits: Limits = Limits()
+    auth: AuthConfig = AuthConfig()
     ingress_options: dict[str, Any] = Field(default_factory=dict, description="Ray Serve options for the ingress")
 
     @model_validator(mode="after")

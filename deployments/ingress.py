@@ -7,6 +7,7 @@ awaits its ``generate`` and encodes the images. It never touches torch.
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from importlib.resources import files
 from typing import Any
 
@@ -26,7 +27,9 @@ from deployments.api import (
     images_response,
     parse_params,
 )
+from deployments.auth import ApiKeyCheck, load_api_keys
 from deployments.config import ServiceConfig
+from deployments.metrics import IngressMetrics
 from deployments.protocol import ImageRequest, ImageResult, ServiceError
 
 logger = logging.getLogger("ray.serve")
@@ -97,10 +100,20 @@ class ImagesIngress:
         self.config = ServiceConfig.model_validate(service_config)
         self.models = models
         self.model_configs = {m.served_name: m for m in self.config.models}
+        self.check_api_key = ApiKeyCheck(load_api_keys(self.config.auth))
+        self.metrics = IngressMetrics()
 
     @app.post("/v1/images/generations")
     async def generations(self, request: Request) -> JSONResponse:
+        return await self._observed(request, self._generations(request))
+
+    @app.post("/v1/images/edits")
+    async def edits(self, request: Request) -> JSONResponse:
+        return await self._observed(request, self._edits(request))
+
+    async def _generations(self, request: Request) -> JSONResponse:
         started = time.perf_counter()
+        self.check_api_key(request.headers.get("authorization"))
         limits = self.config.limits
         require_content_type(request, "application/json")
         await read_body(request, limits.max_body_bytes)
@@ -111,24 +124,25 @@ class ImagesIngress:
         if not isinstance(fields, dict):
             raise ServiceError("request body must be a JSON object", code="invalid_json")
         params = parse_params(fields)
-        name = self._model_name(params)
+        name = request.state.model = self._model_name(params)
         image_request = build_generation_request(params, limits, self.model_configs[name].default_size)
-        return await self._generate(name, image_request, params, started)
+        return await self._generate(request, name, image_request, params, started)
 
-    @app.post("/v1/images/edits")
-    async def edits(self, request: Request) -> JSONResponse:
+    async def _edits(self, request: Request) -> JSONResponse:
         started = time.perf_counter()
+        self.check_api_key(request.headers.get("authorization"))
         limits = self.config.limits
         require_content_type(request, "multipart/form-data")
         await read_body(request, limits.max_body_bytes)
         fields, images, mask = await self._read_form(request)
         params = parse_params(fields)
-        name = self._model_name(params)
+        name = request.state.model = self._model_name(params)
         image_request = build_edit_request(params, images, mask, limits)
-        return await self._generate(name, image_request, params, started)
+        return await self._generate(request, name, image_request, params, started)
 
     @app.get("/v1/models")
-    async def list_models(self) -> dict[str, Any]:
+    async def list_models(self, request: Request) -> dict[str, Any]:
+        self.check_api_key(request.headers.get("authorization"))
         infos = await self._describe_all()
         data = [
             {"id": name, "object": "model", "created": 0, "owned_by": "flux2-serve", **infos.get(name, {})}
@@ -153,6 +167,21 @@ class ImagesIngress:
             "models": {name: infos.get(name, {"ready": False}) for name in self.model_configs},
         }
         return JSONResponse(body, status_code=200 if ready else 503)
+
+    async def _observed(self, request: Request, handler: Awaitable[JSONResponse]) -> JSONResponse:
+        """Count the request by route, model and status (errors included) and time it."""
+        started, status = time.perf_counter(), 500
+        try:
+            response = await handler
+            status = response.status_code
+            return response
+        except ServiceError as err:
+            status = err.status
+            raise
+        finally:
+            model = getattr(request.state, "model", "")
+            images = getattr(request.state, "images", 0)
+            self.metrics.observe(request.url.path, model, status, time.perf_counter() - started, images)
 
     def _model_name(self, params: ImageParams) -> str:
         name = params.model or self.config.default_model
@@ -193,9 +222,10 @@ class ImagesIngress:
         return fields, images, mask
 
     async def _generate(
-        self, name: str, image_request: ImageRequest, params: ImageParams, started: float
+        self, request: Request, name: str, image_request: ImageRequest, params: ImageParams, started: float
     ) -> JSONResponse:
         result = await self._call_model(name, image_request)
+        request.state.images = len(result.images)
         body = images_response(result, params)
         total_ms = (time.perf_counter() - started) * 1000
         headers = {

@@ -14,10 +14,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import torch
 from ray import serve
 
 from deployments.config import ModelConfig
 from deployments.engine import Flux2Engine, warm_up
+from deployments.metrics import ModelMetrics
 from deployments.protocol import ImageRequest, ImageResult, ServiceError
 
 logger = logging.getLogger("ray.serve")
@@ -42,6 +44,7 @@ class Flux2Model:
         self._busy_since: float | None = None
         self._broken: str | None = None
         self.engine: Flux2Engine = self._thread.submit(self._load_and_warm).result()
+        self.metrics = ModelMetrics(self.config.served_name)
 
     def _load_and_warm(self) -> Flux2Engine:
         engine = Flux2Engine.from_config(self.config)
@@ -74,17 +77,20 @@ class Flux2Model:
 
     def _run(self, request: ImageRequest, queued_at: float) -> ImageResult:
         self._busy_since = time.monotonic()
+        compiles, ooms = self.engine.unwarmed_compiles, self.engine.memory.oom_recoveries
         try:
             result = self.engine.generate(request)
-        except ServiceError:
-            raise
-        except RuntimeError as exc:
-            if "CUDA error" in str(exc):  # sticky device errors leave the context unusable
-                self._broken = str(exc).splitlines()[0]
+        except Exception as exc:
+            self.metrics.failures.inc(tags=self.metrics.tags)
+            if isinstance(exc, RuntimeError) and "CUDA error" in str(exc):
+                self._broken = str(exc).splitlines()[0]  # sticky device errors leave the context unusable
             raise
         finally:
             self._busy_since = None
         result.timings["queue_s"] = time.perf_counter() - queued_at - result.timings["generate_s"]
+        self.metrics.observe(
+            result.timings, self.engine.unwarmed_compiles - compiles, self.engine.memory.oom_recoveries - ooms
+        )
         return result
 
     async def describe(self) -> dict[str, Any]:
@@ -94,6 +100,8 @@ class Flux2Model:
         """Async on purpose: a sync check would wait behind a long generation and get the replica killed."""
         if self._broken:
             raise RuntimeError(f"engine broken: {self._broken}")
+        if self.engine.loaded.device.type == "cuda":
+            torch.cuda.mem_get_info(self.engine.loaded.device)  # the driver answers, without waiting for kernels
         busy_since = self._busy_since
         if busy_since is not None and time.monotonic() - busy_since > WEDGED_AFTER_S:
             raise RuntimeError(f"engine thread busy for over {WEDGED_AFTER_S:.0f}s: wedged")

@@ -39,6 +39,49 @@ TEST_CONFIG = {
 }
 
 
+API_KEYS = ["test-key-1", "test-key-2"]
+
+
+def production_model(**deployment_options: object) -> dict:
+    """The production graph shape on CPU: num_gpus=1 replicas (Ray is given fake GPUs), tiny weights."""
+    return {
+        "name": "flux2",
+        "source": "tiny-dev",
+        "warmup_shapes": [{"width": 64, "height": 64, "references": 0}],
+        "default_size": [64, 64],
+        "deployment_options": {"ray_actor_options": {"num_gpus": 1, "num_cpus": 0.1}, **deployment_options},
+    }
+
+
+# Autoscaled 1 -> 3 replicas on ongoing requests, API keys required.
+PROD_CONFIG = {
+    "models": [
+        production_model(
+            max_ongoing_requests=1,
+            max_queued_requests=32,
+            autoscaling_config={
+                "min_replicas": 1,
+                "max_replicas": 3,
+                "target_ongoing_requests": 1,
+                "upscale_delay_s": 0.5,
+                "downscale_delay_s": 3,
+                "look_back_period_s": 2,
+                "metrics_interval_s": 0.5,
+            },
+        )
+    ],
+    "limits": {**TEST_LIMITS, "max_side": 1024, "max_output_pixels": 1024 * 1024},
+    "auth": {"api_keys": API_KEYS},
+    "ingress_options": {"ray_actor_options": {"num_cpus": 0.1}},
+}
+# One replica, one request at a time, two queued: for backpressure and replica faults.
+TIGHT_CONFIG = {
+    "models": [production_model(num_replicas=1, max_ongoing_requests=1, max_queued_requests=2)],
+    "limits": {**TEST_LIMITS, "max_side": 1024, "max_output_pixels": 1024 * 1024},
+    "ingress_options": {"ray_actor_options": {"num_cpus": 0.1}},
+}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -63,19 +106,49 @@ def decode_b64_image(b64: str) -> Image.Image:
 
 
 @pytest.fixture(scope="session")
-def base_url() -> Iterator[str]:
+def ray_cluster() -> Iterator[dict[str, int]]:
+    """One local Ray for the whole run; 4 fake GPUs so num_gpus=1 replicas schedule on a CPU machine."""
     import ray
+    from ray import serve
+
+    ports = {"http": free_port(), "metrics": free_port()}
+    ray.init(
+        num_cpus=4,
+        num_gpus=4,
+        include_dashboard=False,
+        log_to_driver=False,
+        _metrics_export_port=ports["metrics"],
+        _system_config={"metrics_report_interval_ms": 1000},
+    )
+    serve.start(http_options={"host": "127.0.0.1", "port": ports["http"]})
+    yield ports
+    serve.shutdown()
+    ray.shutdown()
+
+
+def run_app(config: dict, name: str, route_prefix: str, port: int) -> str:
     from ray import serve
 
     from deployments.app import build_app
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(TEST_CONFIG), name="flux2", route_prefix="/")
-    yield f"http://127.0.0.1:{port}"
-    serve.shutdown()
-    ray.shutdown()
+    serve.run(build_app(config), name=name, route_prefix=route_prefix)
+    return f"http://127.0.0.1:{port}{route_prefix.rstrip('/')}"
+
+
+@pytest.fixture(scope="session")
+def base_url(ray_cluster: dict[str, int]) -> str:
+    """The tiny dev and klein models, open API, at the root."""
+    return run_app(TEST_CONFIG, "flux2", "/", ray_cluster["http"])
+
+
+@pytest.fixture(scope="session")
+def prod_url(ray_cluster: dict[str, int]) -> str:
+    return run_app(PROD_CONFIG, "prod", "/prod", ray_cluster["http"])
+
+
+@pytest.fixture(scope="session")
+def tight_url(ray_cluster: dict[str, int]) -> str:
+    return run_app(TIGHT_CONFIG, "tight", "/tight", ray_cluster["http"])
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,49 @@
+"""Prometheus metrics through ``ray.serve.metrics`` (exported with a ``ray_`` prefix, tagged with the
+deployment and replica automatically). Create them inside a replica, never at import time."""
+
+from __future__ import annotations
+
+from ray.serve.metrics import Counter, Gauge, Histogram
+
+LATENCY_BOUNDARIES_S = [0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300]
+STEP_BOUNDARIES_S = [0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2]
+
+
+class IngressMetrics:
+    def __init__(self) -> None:
+        self.requests = Counter(
+            "flux2_requests", "HTTP requests by route, model and status", tag_keys=("route", "model", "status")
+        )
+        self.latency = Histogram(
+            "flux2_request_latency_s", "end-to-end request latency", LATENCY_BOUNDARIES_S, tag_keys=("route", "model")
+        )
+        self.images = Counter("flux2_images_out", "images returned", tag_keys=("model",))
+
+    def observe(self, route: str, model: str, status: int, latency_s: float, images: int = 0) -> None:
+        self.requests.inc(tags={"route": route, "model": model, "status": str(status)})
+        self.latency.observe(latency_s, tags={"route": route, "model": model})
+        if images:
+            self.images.inc(images, tags={"model": model})
+
+
+class ModelMetrics:
+    def __init__(self, model: str) -> None:
+        self.tags = {"model": model}
+        keys = ("model",)
+        self.queue_wait = Histogram("flux2_queue_wait_s", "wait for the engine thread", LATENCY_BOUNDARIES_S, keys)
+        self.generate = Histogram("flux2_generate_s", "engine time per request", LATENCY_BOUNDARIES_S, keys)
+        self.step = Histogram("flux2_step_s", "engine time per denoising step", STEP_BOUNDARIES_S, keys)
+        self.compiles = Counter("flux2_compile_events", "requests that met a shape outside the warm-up", keys)
+        self.peak_vram = Gauge("flux2_peak_vram_bytes", "peak VRAM allocated by the last request", keys)
+        self.oom_recoveries = Counter("flux2_oom_recoveries", "CUDA OOMs recovered by freeing memory", keys)
+        self.failures = Counter("flux2_generate_failures", "requests that failed in the engine", keys)
+
+    def observe(self, timings: dict[str, float], new_compiles: int, new_ooms: int) -> None:
+        self.queue_wait.observe(timings["queue_s"], tags=self.tags)
+        self.generate.observe(timings["generate_s"], tags=self.tags)
+        self.step.observe(timings["step_s"], tags=self.tags)
+        self.peak_vram.set(timings["peak_vram_gb"] * 2**30, tags=self.tags)
+        if new_compiles:
+            self.compiles.inc(new_compiles, tags=self.tags)
+        if new_ooms:
+            self.oom_recoveries.inc(new_ooms, tags=self.tags)

@@ -1,0 +1,225 @@
+"""Production behaviour on CPU with the production graph shape (num_gpus=1 replicas on fake GPUs):
+auth, metrics, backpressure, autoscaling, replica and ingress faults, bad-input floods.
+
+Load and fault tests print their counts (sent, succeeded, rejected, failed, hung) and append them
+to test-artifacts/operations.json; docs/operations.md records a run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+import ray
+from conftest import API_KEYS, decode_b64_image, png_bytes
+from ray import serve
+
+AUTH = {"authorization": f"Bearer {API_KEYS[1]}"}
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+SLOW = {"prompt": "a cat", "size": "512x512", "num_inference_steps": 12}  # ~0.5-2 s on a CPU core
+
+
+def record(name: str, counts: dict) -> None:
+    print(f"\n{name}: {json.dumps(counts)}")
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / "operations.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data[name] = counts
+    path.write_text(json.dumps(data, indent=2))
+
+
+def outcome(send: Callable[[], httpx.Response]) -> str:
+    """succeeded | rejected (503/429 with Retry-After) | failed (anything else) | hung (client timeout)."""
+    try:
+        response = send()
+    except httpx.TimeoutException:
+        return "hung"
+    if response.status_code == 200:
+        return "succeeded"
+    if response.status_code in (429, 503) and "retry-after" in response.headers:
+        assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+        return "rejected"
+    return f"failed:{response.status_code}"
+
+
+def running_replicas(app: str, deployment: str = "Flux2Model-flux2") -> int:
+    status = serve.status().applications[app].deployments[deployment]
+    return status.replica_states.get("RUNNING", 0)
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.5) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval_s)
+    return False
+
+
+def kill_replica(app: str, deployment: str) -> None:
+    prefix = f"SERVE_REPLICA::{app}#{deployment}#"
+    actors = [a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(prefix)]
+    assert actors, f"no replica actor named {prefix}*"
+    ray.kill(ray.get_actor(actors[0]["name"], namespace=actors[0]["namespace"]), no_restart=True)
+
+
+# --- auth -------------------------------------------------------------------------------------------------------
+
+
+def test_api_requires_a_key(prod_url: str) -> None:
+    with httpx.Client(base_url=prod_url, timeout=60) as client:
+        for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": f"Basic {API_KEYS[0]}"}):
+            response = client.post("/v1/images/generations", json={"prompt": "a cat"}, headers=headers)
+            assert response.status_code == 401
+            assert response.json()["error"]["code"] == "invalid_api_key"
+            assert response.headers["www-authenticate"] == "Bearer"
+        assert client.get("/v1/models").status_code == 401
+        assert client.get("/healthz").status_code == 200  # health stays open
+        assert client.get("/readyz").status_code == 200
+        ok = client.post("/v1/images/generations", json={"prompt": "a cat"}, headers=AUTH)
+        assert ok.status_code == 200 and decode_b64_image(ok.json()["data"][0]["b64_json"]).size == (64, 64)
+
+
+def test_openai_client_with_api_key(prod_url: str) -> None:
+    client = openai.OpenAI(base_url=f"{prod_url}/v1", api_key=API_KEYS[0], max_retries=0)
+    result = client.images.edit(image=("a.png", png_bytes(64, 64), "image/png"), prompt="make it blue")
+    assert decode_b64_image(result.data[0].b64_json).size == (64, 64)
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{prod_url}/v1", api_key="nope", max_retries=0).images.generate(prompt="x")
+
+
+# --- metrics ----------------------------------------------------------------------------------------------------
+
+
+def test_prometheus_metrics_are_exported(prod_url: str, ray_cluster: dict[str, int]) -> None:
+    with httpx.Client(base_url=prod_url, timeout=60) as client:
+        assert client.post("/v1/images/generations", json={"prompt": "a cat", "n": 2}, headers=AUTH).status_code == 200
+        assert client.post("/v1/images/generations", json={"prompt": ""}, headers=AUTH).status_code == 400
+    wanted = [
+        "ray_flux2_requests_total{",
+        'status="200"',
+        'status="400"',
+        "ray_flux2_request_latency_s_bucket",
+        "ray_flux2_images_out_total",
+        "ray_flux2_generate_s_bucket",
+        "ray_flux2_step_s_bucket",
+        "ray_flux2_queue_wait_s_bucket",
+        "ray_flux2_peak_vram_bytes",
+        "ray_serve_num_http_requests",
+    ]
+    text = ""
+
+    def scraped_all() -> bool:
+        nonlocal text
+        text = httpx.get(f"http://127.0.0.1:{ray_cluster['metrics']}/metrics", timeout=10).text
+        return all(name in text for name in wanted)
+
+    assert wait_until(scraped_all, timeout_s=90, interval_s=2), [n for n in wanted if n not in text]
+
+
+# --- backpressure and faults ------------------------------------------------------------------------------------
+
+
+def test_queue_overflow_is_rejected_at_once_and_accepted_requests_complete(tight_url: str) -> None:
+    sent = 12
+    with httpx.Client(base_url=tight_url, timeout=120) as client, ThreadPoolExecutor(sent) as pool:
+        started = time.monotonic()
+        timed: list[tuple[str, float]] = list(
+            pool.map(
+                lambda _: (outcome(lambda: client.post("/v1/images/generations", json=SLOW)), time.monotonic()),
+                range(sent),
+            )
+        )
+    counts = Counter(result for result, _ in timed)
+    record("backpressure", {"sent": sent, **counts})
+    assert counts["rejected"] >= 1 and counts["succeeded"] >= 1
+    assert counts["succeeded"] + counts["rejected"] == sent and counts["hung"] == 0
+    first_done = min(done for result, done in timed if result == "succeeded")
+    first_rejected = min(done for result, done in timed if result == "rejected")
+    assert first_rejected - started < first_done - started  # rejections answer before the first image
+
+
+def test_client_disconnect_frees_its_queue_slot(tight_url: str) -> None:
+    with httpx.Client(base_url=tight_url, timeout=0.3) as impatient, ThreadPoolExecutor(6) as pool:
+        results = list(
+            pool.map(lambda _: outcome(lambda: impatient.post("/v1/images/generations", json=SLOW)), range(6))
+        )
+    assert results.count("hung") >= 1  # these clients hung up
+    with httpx.Client(base_url=tight_url, timeout=60) as client:
+        assert wait_until(
+            lambda: client.post("/v1/images/generations", json={"prompt": "a cat"}).status_code == 200, 30
+        ), "queue slots held by disconnected clients were not freed"
+
+
+def test_replica_killed_mid_request_answers_cleanly_and_recovers(tight_url: str) -> None:
+    with httpx.Client(base_url=tight_url, timeout=60) as client, ThreadPoolExecutor(2) as pool:
+        in_flight = [pool.submit(outcome, lambda: client.post("/v1/images/generations", json=SLOW)) for _ in range(2)]
+        time.sleep(0.3)
+        kill_replica("tight", "Flux2Model-flux2")
+        results = Counter(future.result() for future in in_flight)
+        recovered = wait_until(
+            lambda: client.post("/v1/images/generations", json={"prompt": "a cat"}).status_code == 200, 90, 1
+        )
+    record("replica_killed", {"sent": 2, **results, "recovered": recovered})
+    assert results["hung"] == 0
+    assert all(key in ("succeeded", "rejected", "failed:503") for key in results), results
+    assert recovered
+
+
+def test_ingress_restart_recovers(prod_url: str) -> None:
+    with httpx.Client(base_url=prod_url, timeout=30) as client:
+        kill_replica("prod", "ImagesIngress")
+        recovered = wait_until(
+            lambda: client.post("/v1/images/generations", json={"prompt": "a cat"}, headers=AUTH).status_code == 200,
+            90,
+            1,
+        )
+    record("ingress_killed", {"recovered": recovered})
+    assert recovered
+
+
+def test_bad_input_flood_interleaved_with_good_requests(prod_url: str) -> None:
+    bad_bodies = [{"prompt": ""}, {"prompt": "x", "size": "7x7"}, {"prompt": "x", "n": 0}, {"nope": 1}]
+    jobs = [("good", {"prompt": "a cat"}) if i % 3 == 0 else ("bad", bad_bodies[i % 4]) for i in range(48)]
+    with httpx.Client(base_url=prod_url, timeout=120) as client, ThreadPoolExecutor(8) as pool:
+        statuses = list(
+            pool.map(
+                lambda job: (job[0], client.post("/v1/images/generations", json=job[1], headers=AUTH).status_code),
+                jobs,
+            )
+        )
+    counts = Counter(f"{kind}:{status}" for kind, status in statuses)
+    record("bad_input_flood", {"sent": len(jobs), **counts})
+    assert all(status == 200 for kind, status in statuses if kind == "good")
+    assert all(status == 400 for kind, status in statuses if kind == "bad")
+
+
+def test_autoscaling_up_under_load_and_back_down(prod_url: str) -> None:
+    assert wait_until(lambda: running_replicas("prod") == 1, 60)
+    peak, stop_at = 1, time.monotonic() + 60
+    counts: Counter[str] = Counter()
+
+    def client_loop(_: int) -> None:
+        with httpx.Client(base_url=prod_url, timeout=120) as client:
+            while time.monotonic() < stop_at and peak < 3:
+                counts[outcome(lambda: client.post("/v1/images/generations", json=SLOW, headers=AUTH))] += 1
+
+    with ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(client_loop, i) for i in range(6)]
+        while time.monotonic() < stop_at and peak < 3:
+            peak = max(peak, running_replicas("prod"))
+            time.sleep(0.5)
+        for future in futures:
+            future.result()
+    scaled_down = wait_until(lambda: running_replicas("prod") == 1, 90, 1)
+    record("autoscaling", {"peak_replicas": peak, "scaled_back_to_1": scaled_down, **counts})
+    assert peak >= 3
+    assert scaled_down
+    assert counts["hung"] == 0 and all(key in ("succeeded", "rejected") for key in counts), counts
