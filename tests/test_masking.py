@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -141,3 +143,30 @@ def test_latent_weights_cover_the_mask_and_fade_outward() -> None:
     lone = np.zeros((128, 128), dtype=np.float32)
     lone[0:8, 0:8] = 1
     assert latent_weights(lone, 8, 8).view(8, 8)[7, 7] == 0  # far tokens are kept exactly
+
+
+def _png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_openai_mask_png_through_the_request_builder(engine: Flux2Engine) -> None:
+    """The ingress's parsing (alpha 0 = editable, PNG bytes) into the engine; the output has another size.
+
+    (Over real HTTP the same path answers with ``x-mask-applied: true``; that needs the Ray fixture, too
+    slow for this file on a small CPU.)"""
+    from deployments.api import build_edit_request, parse_params
+    from deployments.config import Limits
+
+    image, mask = source_image(), rect_mask()
+    rgba = np.dstack([np.full_like(mask, 255), np.zeros_like(mask), np.zeros_like(mask), 255 - mask])
+    params = parse_params({"prompt": PROMPT, "size": "128x64", "seed": 5, "num_inference_steps": 2})
+    request = build_edit_request(params, [_png(image)], _png(rgba), Limits())
+    result = engine.generate(request)
+    assert result.mask_applied
+    output = result.images[0]
+    assert output.shape == (64, 128, 3)
+    editable = resize_mask(mask, 128, 64) > 0
+    assert psnr(output, resize_source(image, 128, 64), ~editable) >= 35.0
+    assert psnr(output, resize_source(image, 128, 64), editable) < 25.0

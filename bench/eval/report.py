@@ -23,6 +23,7 @@ COLUMNS = [
     ("ssim_outside", "SSIM out"),
     ("psnr_inside", "PSNR in (dB)"),
     ("psnr_outside_latent", "PSNR out, latent only"),
+    ("psnr_outside_latent_vs_vae", "latent only vs VAE round trip"),
     ("latency_s", "latency (s)"),
     ("step_s", "s/step"),
     ("peak_vram_gb", "peak VRAM (GB)"),
@@ -93,7 +94,8 @@ def write_markdown(path: Path, meta: dict[str, Any], rows: list[dict[str, Any]])
         "mask; SSIM out averages the SSIM map (11x11 Gaussian window) over outside pixels whose window lies "
         "wholly outside the mask; PSNR in: the output against the input inside the mask (low = the region "
         "changed). Unmasked cases edit everywhere: -. PSNR out, latent only: the same run without the pixel "
-        "composite (--latent-stage).",
+        "composite (--latent-stage); latent only vs VAE round trip: that output against the input encoded and "
+        "decoded by the model's VAE, the most the latent stage alone can keep.",
         "",
         "## Summary per model and setting",
         "",

@@ -36,7 +36,9 @@ it forces the output to the source image's size (``height``/``width`` are overri
 source at output size as a reference (a different sequence length from the plain pipeline, so
 compiled shapes would differ from the warmed ones), binarises the mask without feathering, exists
 for klein only, and needs a second pipeline object. One callback on the pipelines already loaded
-covers dev, klein and the KV variant with one code path and one set of tests.
+covers dev and klein with one code path and one set of tests (the blender also runs unchanged on
+``Flux2KleinKVPipeline``, checked by hand; that pipeline takes no ``guidance_scale``, so
+``run_masked_edit`` would need that argument dropped for it, like the engine's plain path).
 """
 
 from __future__ import annotations
