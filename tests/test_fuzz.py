@@ -1,0 +1,72 @@
+"""Property-based fuzzing of both image routes: whatever arrives, no 5xx, no hang, one error shape."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+from conftest import png_bytes
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+ERROR_KEYS = {"message", "type", "param", "code"}
+CLIENT_ERRORS = {400, 404, 413, 415}
+JSON = {"content-type": "application/json"}
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=40),
+)
+field_values = {
+    "prompt": st.one_of(st.text(max_size=60), scalars),
+    "model": st.one_of(st.sampled_from(["tiny-dev", "tiny-klein", "gpt-image-1", ""]), scalars),
+    "n": st.one_of(st.integers(min_value=-2, max_value=6), scalars),
+    "size": st.one_of(st.sampled_from(["auto", "64x64", "128x64", "64x80", "0x0", "64", "1e3x64", "-64x64"]), scalars),
+    "output_format": st.one_of(st.sampled_from(["png", "jpeg", "webp", "gif", "PNG"]), scalars),
+    "output_compression": st.one_of(st.integers(min_value=-5, max_value=120), scalars),
+    "seed": st.one_of(st.integers(min_value=-5, max_value=2**64), scalars),
+    "num_inference_steps": st.one_of(st.integers(min_value=-1, max_value=30), scalars),
+    "guidance_scale": st.one_of(st.floats(min_value=-1, max_value=50), scalars),
+    "response_format": st.one_of(st.sampled_from(["b64_json", "url"]), scalars),
+    "stream": scalars,
+    "bogus": scalars,
+}
+bodies = st.fixed_dictionaries({}, optional=field_values)
+
+
+def assert_sane(response: httpx.Response) -> None:
+    assert response.status_code < 500, response.text
+    if response.status_code != 200:
+        assert response.status_code in CLIENT_ERRORS, response.text
+        assert set(response.json()["error"]) == ERROR_KEYS
+
+
+FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@FUZZ
+@given(body=st.one_of(bodies, st.lists(scalars, max_size=3), scalars))
+def test_fuzz_generations_json(client: httpx.Client, body: object) -> None:
+    content = json.dumps(body)  # NaN and Infinity come out as the invalid JSON a careless client sends
+    assert_sane(client.post("/v1/images/generations", content=content, headers=JSON, timeout=60))
+
+
+@FUZZ
+@given(
+    fields=bodies,
+    images=st.lists(
+        st.one_of(
+            st.binary(max_size=300),
+            st.sampled_from([png_bytes(64, 64), png_bytes(80, 64, seed=1), png_bytes(64, 64)[:90]]),
+        ),
+        max_size=5,
+    ),
+    key=st.sampled_from(["image", "image[]", "mask", "images"]),
+)
+def test_fuzz_edits_multipart(client: httpx.Client, fields: dict, images: list[bytes], key: str) -> None:
+    data = {name: str(value) for name, value in fields.items()}
+    files = [(key, (f"{i}.png", blob, "image/png")) for i, blob in enumerate(images)] or [("x", (None, "y"))]
+    assert_sane(client.post("/v1/images/edits", data=data, files=files, timeout=60))
