@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deployments.config import Limits
 from deployments.images import auto_size, decode_image, decode_mask, encode_image, parse_size, to_b64
-from deployments.protocol import ImageRequest, ImageResult, ServiceError
+from deployments.protocol import ImageRequest, ImageResult, PartialImage, ServiceError, StepProgress
 
 MAX_SEED = 2**62
 
@@ -98,8 +98,8 @@ def check_params(params: ImageParams, limits: Limits) -> None:
         raise ServiceError(
             "background 'transparent' is not supported by FLUX.2", param="background", code="unsupported_value"
         )
-    if params.stream:
-        raise ServiceError("stream=true is not supported yet", param="stream", code="unsupported_value")
+    if params.partial_images and not params.stream:
+        raise ServiceError("partial_images needs stream=true", param="partial_images", code="invalid_value")
 
 
 def build_generation_request(params: ImageParams, limits: Limits, default_size: tuple[int, int]) -> ImageRequest:
@@ -163,3 +163,42 @@ def images_response(result: ImageResult, params: ImageParams) -> dict[str, Any]:
         "output_format": params.output_format,
         "size": f"{width}x{height}",
     }
+
+
+def stream_payloads(
+    event: StepProgress | PartialImage | ImageResult, params: ImageParams, prefix: str
+) -> list[dict[str, Any]]:
+    """Server-sent event payloads for one engine event (``prefix``: image_generation or image_edit).
+
+    ``.partial_image`` and ``.completed`` follow the OpenAI Images streaming events; ``.progress`` is
+    this server's extension. A request for n images ends with n ``.completed`` events.
+    """
+    created = int(time.time())
+    common = {"created_at": created, "output_format": params.output_format, "background": "opaque", "quality": "auto"}
+    if isinstance(event, StepProgress):
+        return [
+            {
+                "type": f"{prefix}.progress",
+                "step": event.step,
+                "num_steps": event.num_steps,
+                "elapsed_s": round(event.elapsed_s, 3),
+            }
+        ]
+    if isinstance(event, PartialImage):
+        height, width = event.image.shape[:2]
+        b64 = to_b64(encode_image(event.image, params.output_format, params.output_compression))
+        return [
+            {
+                "type": f"{prefix}.partial_image",
+                "b64_json": b64,
+                "partial_image_index": event.index,
+                "size": f"{width}x{height}",
+                **common,
+            }
+        ]
+    payloads = []
+    for pixels in event.images:
+        height, width = pixels.shape[:2]
+        b64 = to_b64(encode_image(pixels, params.output_format, params.output_compression))
+        payloads.append({"type": f"{prefix}.completed", "b64_json": b64, "size": f"{width}x{height}", **common})
+    return payloads

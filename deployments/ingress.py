@@ -5,14 +5,16 @@ awaits its ``generate`` and encodes the images. It never touches torch.
 """
 
 import asyncio
+import json
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from contextlib import contextmanager
 from importlib.resources import files
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from ray import serve
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError
@@ -26,6 +28,7 @@ from deployments.api import (
     build_generation_request,
     images_response,
     parse_params,
+    stream_payloads,
 )
 from deployments.auth import ApiKeyCheck, load_api_keys
 from deployments.config import ServiceConfig
@@ -42,6 +45,42 @@ app = FastAPI(
     version="0.1.0",
     description="OpenAI-compatible image editing and generation with FLUX.2 on Ray Serve.",
 )
+
+
+@contextmanager
+def model_errors(name: str, timeout: float) -> Iterator[None]:
+    """Translate what a model call can raise into ServiceErrors with the right status."""
+    try:
+        yield
+    except ServiceError:
+        raise
+    except RayTaskError as exc:
+        if isinstance(exc.cause, ServiceError):
+            raise exc.cause from None
+        logger.error("model %s failed: %s", name, exc)
+        raise ServiceError(
+            "the model failed to generate the image", status=500, type="server_error", code="generation_failed"
+        ) from None
+    except BackPressureError:
+        raise ServiceError(
+            "the server is at capacity; retry shortly",
+            status=503,
+            type="server_error",
+            code="overloaded",
+            headers={"Retry-After": "2"},
+        ) from None
+    except TimeoutError:
+        raise ServiceError(
+            f"generation did not finish within {timeout:g}s", status=504, type="server_error", code="timeout"
+        ) from None
+    except RayActorError:
+        raise ServiceError(
+            "the model replica serving this request died; retry",
+            status=503,
+            type="server_error",
+            code="replica_died",
+            headers={"Retry-After": "5"},
+        ) from None
 
 
 def error_response(err: ServiceError) -> JSONResponse:
@@ -126,6 +165,8 @@ class ImagesIngress:
         params = parse_params(fields)
         name = request.state.model = self._model_name(params)
         image_request = build_generation_request(params, limits, self.model_configs[name].default_size)
+        if params.stream:
+            return await self._stream(name, image_request, params, "image_generation")
         return await self._generate(request, name, image_request, params, started)
 
     async def _edits(self, request: Request) -> JSONResponse:
@@ -138,6 +179,8 @@ class ImagesIngress:
         params = parse_params(fields)
         name = request.state.model = self._model_name(params)
         image_request = build_edit_request(params, images, mask, limits)
+        if params.stream:
+            return await self._stream(name, image_request, params, "image_edit")
         return await self._generate(request, name, image_request, params, started)
 
     @app.get("/v1/models")
@@ -242,37 +285,34 @@ class ImagesIngress:
 
     async def _call_model(self, name: str, image_request: ImageRequest) -> ImageResult:
         timeout = self.config.limits.request_timeout_s
-        try:
+        with model_errors(name, timeout):
             return await asyncio.wait_for(self.models[name].generate.remote(image_request), timeout)
-        except ServiceError:
-            raise
-        except RayTaskError as exc:
-            if isinstance(exc.cause, ServiceError):
-                raise exc.cause from None
-            logger.error("model %s failed: %s", name, exc)
-            raise ServiceError(
-                "the model failed to generate the image", status=500, type="server_error", code="generation_failed"
-            ) from None
-        except BackPressureError:
-            raise ServiceError(
-                "the server is at capacity; retry shortly",
-                status=503,
-                type="server_error",
-                code="overloaded",
-                headers={"Retry-After": "2"},
-            ) from None
-        except TimeoutError:
-            raise ServiceError(
-                f"generation did not finish within {timeout:g}s", status=504, type="server_error", code="timeout"
-            ) from None
-        except RayActorError:
-            raise ServiceError(
-                "the model replica serving this request died; retry",
-                status=503,
-                type="server_error",
-                code="replica_died",
-                headers={"Retry-After": "5"},
-            ) from None
+
+    async def _stream(
+        self, name: str, image_request: ImageRequest, params: ImageParams, event_prefix: str
+    ) -> StreamingResponse:
+        """Server-sent events in the OpenAI Images streaming shape, plus a ``.progress`` event a step."""
+        timeout = self.config.limits.request_timeout_s
+        handle = self.models[name].options(stream=True)
+        events = handle.generate_stream.remote(image_request, params.partial_images or 0)
+        with model_errors(name, timeout):  # errors before the first event still get a proper status code
+            first = await asyncio.wait_for(events.__anext__(), timeout)
+
+        async def body() -> AsyncIterator[str]:
+            event = first
+            try:
+                while True:
+                    for payload in stream_payloads(event, params, event_prefix):
+                        yield f"event: {payload['type']}\ndata: {json.dumps(payload)}\n\n"
+                    if isinstance(event, ImageResult):
+                        return
+                    with model_errors(name, timeout):
+                        event = await events.__anext__()
+            except ServiceError as err:
+                yield f"event: error\ndata: {json.dumps({'type': 'error', **err.body()})}\n\n"
+
+        headers = {"x-model": name, "x-seed": str(image_request.seed), "cache-control": "no-store"}
+        return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
 
     async def _describe_all(self) -> dict[str, dict[str, Any]]:
         async def describe(name: str) -> dict[str, Any] | None:

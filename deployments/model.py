@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -19,8 +20,9 @@ from ray import serve
 
 from deployments.config import ModelConfig
 from deployments.engine import Flux2Engine, warm_up
+from deployments.engine.progress import GenerationCancelled, StepReporter
 from deployments.metrics import ModelMetrics
-from deployments.protocol import ImageRequest, ImageResult, ServiceError
+from deployments.protocol import ImageRequest, ImageResult, PartialImage, ServiceError, StepProgress
 
 logger = logging.getLogger("ray.serve")
 
@@ -63,6 +65,38 @@ class Flux2Model:
         return engine
 
     async def generate(self, request: ImageRequest) -> ImageResult:
+        self._check_usable()
+        return await self._submit(request, StepReporter())
+
+    async def generate_stream(
+        self, request: ImageRequest, partial_images: int = 0
+    ) -> AsyncIterator[StepProgress | PartialImage | ImageResult]:
+        """Yield progress after every step, ``partial_images`` previews, then the ImageResult.
+
+        When the client goes away Serve cancels this generator; the run then stops after the current step.
+        """
+        self._check_usable()
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+        reporter = StepReporter(
+            emit=lambda event: loop.call_soon_threadsafe(events.put_nowait, event), partial_images=partial_images
+        )
+        run = asyncio.ensure_future(self._submit(request, reporter))
+        try:
+            # Events are queued on the loop before the run's completion, so none is lost at the end.
+            while not run.done() or not events.empty():
+                next_event = asyncio.ensure_future(events.get())
+                await asyncio.wait({next_event, run}, return_when=asyncio.FIRST_COMPLETED)
+                if next_event.done():
+                    yield next_event.result()
+                else:
+                    next_event.cancel()
+            yield run.result()
+        finally:
+            reporter.cancel.set()
+            run.cancel()
+
+    def _check_usable(self) -> None:
         if self._broken:
             raise ServiceError(
                 f"model replica is unhealthy: {self._broken}",
@@ -71,15 +105,26 @@ class Flux2Model:
                 code="replica_unhealthy",
                 headers={"Retry-After": "10"},
             )
-        queued_at = time.perf_counter()
-        result = await asyncio.get_running_loop().run_in_executor(self._thread, self._run, request, queued_at)
-        return result
 
-    def _run(self, request: ImageRequest, queued_at: float) -> ImageResult:
+    async def _submit(self, request: ImageRequest, reporter: StepReporter) -> ImageResult:
+        queued_at = time.perf_counter()
+        future = asyncio.get_running_loop().run_in_executor(self._thread, self._run, request, queued_at, reporter)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            reporter.cancel.set()  # the caller is gone: stop at the next step boundary, or never start
+            raise
+
+    def _run(self, request: ImageRequest, queued_at: float, reporter: StepReporter) -> ImageResult:
+        if reporter.cancel.is_set():
+            raise GenerationCancelled
         self._busy_since = time.monotonic()
         compiles, ooms = self.engine.unwarmed_compiles, self.engine.memory.oom_recoveries
         try:
-            result = self.engine.generate(request)
+            result = self.engine.generate(request, reporter)
+        except GenerationCancelled:
+            logger.info("request cancelled by its client; engine freed")
+            raise
         except Exception as exc:
             self.metrics.failures.inc(tags=self.metrics.tags)
             if isinstance(exc, RuntimeError) and "CUDA error" in str(exc):

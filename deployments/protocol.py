@@ -46,6 +46,23 @@ class ImageResult:
 
 
 @dataclass(frozen=True)
+class StepProgress:
+    """Streamed after every denoising step."""
+
+    step: int
+    num_steps: int
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
+class PartialImage:
+    """A preview decoded from the intermediate latents of the first image."""
+
+    index: int
+    image: np.ndarray
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """Describes a loaded engine: shown by /v1/models, /readyz, logs and response headers."""
 

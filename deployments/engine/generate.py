@@ -18,6 +18,7 @@ from deployments.engine.load import LoadedPipeline, load_pipeline
 from deployments.engine.masking import run_masked_edit
 from deployments.engine.memory import MemoryManager, configure_allocator
 from deployments.engine.optimize import apply_optimizations
+from deployments.engine.progress import StepReporter
 from deployments.protocol import ImageRequest, ImageResult, ModelInfo, ServiceError
 
 logger = logging.getLogger(__name__)
@@ -85,15 +86,18 @@ class Flux2Engine:
             load_s=round(self.load_s, 3),
         )
 
-    def generate(self, request: ImageRequest) -> ImageResult:
-        """Run one request; OOM is retried once, then answered with a retryable error."""
+    def generate(self, request: ImageRequest, reporter: StepReporter | None = None) -> ImageResult:
+        """Run one request; OOM is retried once, then answered with a retryable error.
+
+        ``reporter`` receives each step (progress, previews) and can cancel the run between steps.
+        """
         self._check_shape(request)
         steps = request.num_inference_steps or self.default_steps
         guidance = request.guidance_scale if request.guidance_scale is not None else self.default_guidance_scale
         self.memory.reset_peak()
         start = time.perf_counter()
         try:
-            images = self.memory.run(lambda: self._run_pipeline(request, steps, guidance))
+            images = self.memory.run(lambda: self._run_pipeline(request, steps, guidance, reporter))
         finally:
             self.memory.after_request()
         generate_s = time.perf_counter() - start
@@ -127,9 +131,13 @@ class Flux2Engine:
         self.unwarmed_compiles += 1
         logger.warning("shape %s was not warmed up: this request may compile", request.shape_key)
 
-    def _run_pipeline(self, request: ImageRequest, steps: int, guidance: float) -> list[np.ndarray]:
+    def _run_pipeline(
+        self, request: ImageRequest, steps: int, guidance: float, reporter: StepReporter | None = None
+    ) -> list[np.ndarray]:
+        if reporter is not None:
+            reporter.start(steps, request.width, request.height)
         if request.mask is not None:  # latent-space masked denoising + feathered composite
-            return run_masked_edit(self.pipeline, request, steps, guidance)
+            return run_masked_edit(self.pipeline, request, steps, guidance, step_callback=reporter)
         references = [Image.fromarray(image) for image in request.images] or None
         generators = [torch.Generator("cpu").manual_seed(request.seed + i) for i in range(request.n)]
         with torch.inference_mode():
@@ -143,6 +151,8 @@ class Flux2Engine:
                 num_images_per_prompt=request.n,
                 generator=generators,
                 output_type="np",
+                callback_on_step_end=reporter,
+                callback_on_step_end_tensor_inputs=["latents"],
             )
         pixels = np.clip(np.rint(output.images * 255.0), 0, 255).astype(np.uint8)
         return list(pixels)

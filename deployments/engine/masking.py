@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
+from deployments.engine.progress import StepCallback, chain
 from deployments.protocol import ImageRequest, ServiceError
 
 LATENT_FEATHER_CELLS = 1.0  # Gaussian sigma of the outward feather, in packed latent cells (16 px each)
@@ -195,6 +196,7 @@ def run_masked_edit(
     *,
     feather_px: float | None = None,
     composite: bool = True,
+    step_callback: StepCallback | None = None,
 ) -> list[np.ndarray]:
     """Run ``request`` (which has a mask) on a Flux2Pipeline / Flux2KleinPipeline; uint8 (H, W, 3) images.
 
@@ -223,7 +225,7 @@ def run_masked_edit(
             num_images_per_prompt=n,
             generator=generators,
             latents=noise,
-            callback_on_step_end=blender,
+            callback_on_step_end=chain([blender, step_callback]),
             callback_on_step_end_tensor_inputs=["latents"],
             output_type="np",
         )
