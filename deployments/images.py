@@ -45,7 +45,9 @@ def _open(data: bytes, limits: Limits, param: str) -> Image.Image:
         raise ServiceError(
             f"{param} is too large to decode safely: {exc}", status=413, param=param, code="image_too_large"
         ) from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except UnidentifiedImageError:
+        raise ServiceError(f"{param} is not an image in a known format", param=param, code="invalid_image") from None
+    except (OSError, SyntaxError, ValueError) as exc:
         raise ServiceError(
             f"{param} could not be decoded as an image ({exc})", param=param, code="invalid_image"
         ) from exc
