@@ -1,4 +1,9 @@
-"""Speed options applied to a loaded pipeline, all chosen by config: compile, attention backend, cache."""
+"""Speed options applied to a loaded pipeline, all chosen by config.
+
+In order: attention backend, fused QKV projections, fp8 linears (``quantization: fp8``), then
+``torch.compile`` (regional: the repeated transformer blocks; full: the whole transformer) with a
+persistent inductor cache so restarted and newly scaled replicas warm from disk.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import torch
 from diffusers import DiffusionPipeline
 
 from deployments.config import ModelConfig
+from deployments.engine.load import ModelLoadError
 
 logger = logging.getLogger(__name__)
 
@@ -22,14 +28,33 @@ def default_compile_cache_dir() -> Path:
 def configure_compile_cache(directory: str | None) -> Path:
     """Point inductor's on-disk caches at a persistent folder shared by restarts and new replicas.
 
-    Inductor reads these variables when it first needs a cache, so this must run before compiling.
+    The folder holds inductor's FX-graph and AOTAutograd caches, the Triton kernels and dynamo's
+    automatic-dynamic profile, so a warm replica skips code generation and kernel compilation
+    (dynamo still traces). Inductor reads the variable when it first needs a cache, so this must
+    run before compiling; the cache switches are also set on the config modules in case those were
+    imported (and read their environment) earlier.
     """
-    path = Path(directory) if directory else default_compile_cache_dir()
+    path = Path(directory).expanduser() if directory else default_compile_cache_dir()
     path.mkdir(parents=True, exist_ok=True)
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)
     os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
     os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
+    import torch._functorch.config as functorch_config
+    import torch._inductor.config as inductor_config
+
+    inductor_config.fx_graph_cache = os.environ["TORCHINDUCTOR_FX_GRAPH_CACHE"] == "1"
+    functorch_config.enable_autograd_cache = os.environ["TORCHINDUCTOR_AUTOGRAD_CACHE"] == "1"
     return path
+
+
+def check_supported(config: ModelConfig, device: torch.device) -> None:
+    """Fail early, with a clear message, on options this device cannot run."""
+    if config.quantization == "fp8":
+        from deployments.engine.fp8 import fp8_unsupported_reason
+
+        reason = fp8_unsupported_reason(device)
+        if reason:
+            raise ModelLoadError(f"quantization 'fp8' is configured but cannot run here: {reason}")
 
 
 def resolve_compile(config: ModelConfig, device: torch.device) -> str:
@@ -40,11 +65,20 @@ def resolve_compile(config: ModelConfig, device: torch.device) -> str:
 
 
 def apply_optimizations(pipeline: DiffusionPipeline, config: ModelConfig, device: torch.device) -> str:
-    """Apply attention backend and compilation in place; return the compile mode in effect."""
+    """Apply attention backend, fused QKV, fp8 and compilation in place; return the compile mode in effect."""
+    check_supported(config, device)
     transformer = pipeline.transformer
     if config.attention_backend:
         transformer.set_attention_backend(config.attention_backend)
         logger.info("attention backend: %s", config.attention_backend)
+    if config.fuse_qkv:
+        transformer.fuse_qkv_projections()  # double-stream blocks; single-stream ones are fused already
+        logger.info("fused QKV projections")
+    if config.quantization == "fp8":
+        from deployments.engine.fp8 import quantize_transformer_fp8
+
+        swapped = quantize_transformer_fp8(transformer)
+        logger.info("fp8: %d linear layers of the transformer blocks now run e4m3 x e4m3 (_scaled_mm)", swapped)
     mode = resolve_compile(config, device)
     if mode == "none":
         return mode

@@ -1,0 +1,276 @@
+"""Shared helpers for the GPU benchmarks: timing, FLOPs, per-step hooks, GPU utilisation, JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from deployments.protocol import ImageRequest
+
+REPO = Path(__file__).resolve().parent.parent
+OUT = Path(os.environ.get("OUT", REPO / "bench-out"))
+
+
+def cuda_ok() -> bool:
+    return torch.cuda.is_available()
+
+
+def sync() -> None:
+    if cuda_ok():
+        torch.cuda.synchronize()
+
+
+def pct(values: list[float], q: float) -> float:
+    """Percentile with linear interpolation (numpy's default)."""
+    return float(np.percentile(np.asarray(values, dtype=float), q)) if values else float("nan")
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {
+        "n": len(values),
+        "p50": round(pct(values, 50), 4),
+        "p95": round(pct(values, 95), 4),
+        "mean": round(statistics.fmean(values), 4) if values else float("nan"),
+        "min": round(min(values), 4) if values else float("nan"),
+        "max": round(max(values), 4) if values else float("nan"),
+    }
+
+
+class Results:
+    """A dict written to ``$OUT/<name>.json`` after every section, so a killed run keeps its figures."""
+
+    def __init__(self, name: str):
+        self.path = OUT / f"{name}.json"
+        self.data: dict[str, Any] = {"started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        OUT.mkdir(parents=True, exist_ok=True)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.data[key] = value
+        self.flush()
+        print(f"[result] {key}: {json.dumps(value, default=str)[:1500]}", flush=True)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    def flush(self) -> None:
+        self.path.write_text(json.dumps(self.data, indent=1, default=str))
+
+
+class Deadline:
+    """The command's wall-clock budget: sections that would not fit are skipped, and say so."""
+
+    def __init__(self, seconds: float):
+        self.start = time.monotonic()
+        self.seconds = seconds
+
+    def left(self) -> float:
+        return self.seconds - (time.monotonic() - self.start)
+
+    def allows(self, needed_s: float) -> bool:
+        return self.left() > needed_s
+
+
+def matmul_ceiling(n: int = 8192, reps: int = 10) -> dict[str, float]:
+    """bf16 n^3 matmul rate on random data (3 warm-ups, mean of ``reps`` timed products)."""
+    if not cuda_ok():
+        return {"skipped": "no GPU"}
+    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    sync()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(reps):
+        a @ b
+    end.record()
+    sync()
+    ms = start.elapsed_time(end) / reps
+    result = {"n": n, "ms": round(ms, 3), "tflops": round(2 * n**3 / (ms / 1e3) / 1e12, 1)}
+    # the fp8 rate too (rowwise-scaled _scaled_mm, as the fp8 linears use it)
+    try:
+        a8, b8 = a.to(torch.float8_e4m3fn), b.to(torch.float8_e4m3fn).t().contiguous().t()
+        sa = torch.ones(n, 1, device="cuda")
+        sb = torch.ones(1, n, device="cuda")
+        for _ in range(3):
+            torch._scaled_mm(a8, b8, scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16)
+        sync()
+        start.record()
+        for _ in range(reps):
+            torch._scaled_mm(a8, b8, scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16)
+        end.record()
+        sync()
+        ms8 = start.elapsed_time(end) / reps
+        result["fp8_rowwise_tflops"] = round(2 * n**3 / (ms8 / 1e3) / 1e12, 1)
+    except Exception as exc:
+        result["fp8_error"] = repr(exc)[:300]
+    del a, b
+    torch.cuda.empty_cache()
+    return result
+
+
+class StepTimer:
+    """CUDA-event timing of every transformer forward inside real pipeline calls (hooks, no re-compile)."""
+
+    def __init__(self, transformer: torch.nn.Module):
+        self.transformer = transformer
+        self.pending: list[tuple[Any, Any]] = []
+        self.capture_next = False
+        self.captured: dict[str, Any] | None = None
+        self._handles = [
+            transformer.register_forward_pre_hook(self._pre, with_kwargs=True),
+            transformer.register_forward_hook(self._post, with_kwargs=True),
+        ]
+
+    def _event(self):
+        if cuda_ok():
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def _pre(self, module, args, kwargs):
+        if self.capture_next:  # a copy of one step's inputs, for numerical comparisons
+            self.captured = {k: (v.detach().clone() if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()}
+        self.pending.append((self._event(), None))
+
+    def _post(self, module, args, kwargs, output):
+        start, _ = self.pending[-1]
+        self.pending[-1] = (start, self._event())
+        if self.capture_next:
+            self.capture_next = False
+            out = output[0] if isinstance(output, tuple) else output.sample
+            self.captured_out = out.detach().float().clone()
+
+    def take_ms(self) -> list[float]:
+        sync()
+        times = []
+        for start, end in self.pending:
+            if end is None:
+                continue
+            times.append(start.elapsed_time(end) if cuda_ok() else (end - start) * 1e3)
+        self.pending = []
+        return times
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+class GpuUtilSampler:
+    """Samples NVML GPU utilisation (percent of time a kernel ran) on a background thread."""
+
+    def __init__(self, period_s: float = 0.05):
+        self.period_s = period_s
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: str | None = None
+
+    def __enter__(self) -> GpuUtilSampler:
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+        except Exception as exc:
+            self.error = repr(exc)[:200]
+            return self
+
+        def loop() -> None:
+            while not self._stop.is_set():
+                self.samples.append(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+                time.sleep(self.period_s)
+
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+
+    def result(self) -> dict[str, Any]:
+        if not self.samples:
+            return {"error": self.error or "no samples"}
+        mean = statistics.fmean(self.samples)
+        return {
+            "samples": len(self.samples),
+            "mean_util_pct": round(mean, 1),
+            "idle_fraction": round(1 - mean / 100, 3),
+        }
+
+
+def reference_images(count: int, width: int, height: int, seed: int = 0) -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        small = rng.integers(0, 256, (height // 16, width // 16, 3), dtype=np.uint8)
+        out.append(np.repeat(np.repeat(small, 16, axis=0), 16, axis=1))
+    return tuple(out)
+
+
+def make_request(width: int, height: int, refs: int, steps: int, seed: int = 0) -> ImageRequest:
+    return ImageRequest(
+        prompt="a photo of a red car in front of a house at sunset",
+        width=width,
+        height=height,
+        images=reference_images(refs, width, height, seed),
+        seed=seed,
+        num_inference_steps=steps,
+    )
+
+
+def transformer_step_flops(source: str, width: int, height: int, refs: int, text_tokens: int = 512) -> float:
+    """FLOPs of one transformer forward at this shape, counted by torch's FlopCounterMode on ``meta``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from deployments.engine.random_weights import build_transformer, transformer_config
+
+    cfg = transformer_config(source)
+    model = build_transformer(source, device="meta", dtype=torch.bfloat16)
+    side_h, side_w = height // 16, width // 16
+    groups = 1 + refs
+    ids = []
+    for r in range(groups):
+        hh, ww = torch.meshgrid(torch.arange(side_h), torch.arange(side_w), indexing="ij")
+        ids.append(torch.stack([torch.full_like(hh, 10 * r), hh, ww, torch.zeros_like(hh)], -1).reshape(-1, 4))
+    img_ids = torch.cat(ids).unsqueeze(0)
+    txt_ids = torch.zeros(1, text_tokens, 4, dtype=torch.long)
+    txt_ids[..., 3] = torch.arange(text_tokens)
+    with torch.device("meta"):
+        kwargs = dict(
+            hidden_states=torch.empty(1, img_ids.shape[1], cfg["in_channels"], dtype=torch.bfloat16),
+            encoder_hidden_states=torch.empty(1, text_tokens, cfg["joint_attention_dim"], dtype=torch.bfloat16),
+            timestep=torch.empty(1, dtype=torch.bfloat16),
+            guidance=torch.empty(1, dtype=torch.bfloat16) if cfg["guidance_embeds"] else None,
+        )
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(**kwargs, img_ids=img_ids.to("meta"), txt_ids=txt_ids.to("meta"), return_dict=False)
+    return float(counter.get_total_flops())
+
+
+def compare(out: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
+    out, ref = out.float().flatten(), ref.float().flatten()
+    return {
+        "rel_l2": round(((out - ref).norm() / ref.norm()).item(), 5),
+        "cosine": round(torch.nn.functional.cosine_similarity(out, ref, dim=0).item(), 6),
+        "finite": bool(torch.isfinite(out).all().item()),
+    }
+
+
+def gib(nbytes: float) -> float:
+    return round(nbytes / 2**30, 2)

@@ -1,0 +1,109 @@
+"""Engine speed options on CPU: regional compile, compile cache folder, fused QKV, fp8 refusal and math."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from deployments.config import ModelConfig
+from deployments.engine import Flux2Engine, ModelLoadError
+from deployments.engine.fp8 import Fp8Linear, Fp8Unsupported, quantize_rowwise, require_fp8_support, swap_linears
+from deployments.engine.optimize import configure_compile_cache, resolve_compile
+from deployments.protocol import ImageRequest
+
+
+def _request(refs: int = 0) -> ImageRequest:
+    rng = np.random.default_rng(0)
+    images = tuple(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(refs))
+    return ImageRequest(prompt="a red car", width=64, height=64, images=images, seed=3, num_inference_steps=2)
+
+
+def test_regional_compile_matches_eager(tmp_path) -> None:
+    torch._dynamo.reset()
+    eager = Flux2Engine.from_config(ModelConfig(source="tiny-dev", compile="none"))
+    cache = tmp_path / "cache"
+    compiled = Flux2Engine.from_config(ModelConfig(source="tiny-dev", compile="regional", compile_cache_dir=str(cache)))
+    assert compiled.compile_mode == "regional"
+    try:
+        # one shape: a second one would recompile the blocks with dynamic shapes (twice the CPU time)
+        want = eager.generate(_request(1)).images[0].astype(np.int16)
+        got = compiled.generate(_request(1)).images[0].astype(np.int16)
+        assert np.abs(want - got).max() <= 2, "compiled output differs from eager"
+        assert cache.is_dir() and any(cache.rglob("*")), "inductor wrote nothing into the configured cache"
+    finally:
+        torch._dynamo.reset()
+
+
+def test_compile_cache_dir_is_created_and_exported(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    target = tmp_path / "a" / "b"
+    path = configure_compile_cache(str(target))
+    assert path == target and target.is_dir()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(target)
+    import torch._inductor.config as inductor_config
+
+    assert inductor_config.fx_graph_cache
+
+
+def test_compile_cache_default_lives_under_hf_home(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    path = configure_compile_cache(None)
+    assert path == tmp_path / "hf" / "flux2-serve" / "compile-cache" and path.is_dir()
+
+
+def test_auto_compile_is_none_on_cpu() -> None:
+    assert resolve_compile(ModelConfig(), torch.device("cpu")) == "none"
+    assert resolve_compile(ModelConfig(), torch.device("cuda")) == "regional"
+    assert resolve_compile(ModelConfig(compile="full"), torch.device("cuda")) == "full"
+
+
+def test_fuse_qkv_keeps_the_output() -> None:
+    plain = Flux2Engine.from_config(ModelConfig(source="tiny-klein"))
+    fused = Flux2Engine.from_config(ModelConfig(source="tiny-klein", fuse_qkv=True))
+    attn = fused.pipeline.transformer.transformer_blocks[0].attn
+    assert attn.fused_projections and hasattr(attn, "to_qkv")
+    want = plain.generate(_request(1)).images[0].astype(np.int16)
+    got = fused.generate(_request(1)).images[0].astype(np.int16)
+    assert np.abs(want - got).max() <= 2
+
+
+def test_fp8_is_refused_on_cpu_at_load() -> None:
+    with pytest.raises(ModelLoadError, match=r"fp8.*(GPU|Hopper)"):
+        Flux2Engine.from_config(ModelConfig(source="tiny-dev", quantization="fp8"))
+    with pytest.raises(Fp8Unsupported):
+        require_fp8_support("cpu")
+
+
+def test_rowwise_quantization_round_trip() -> None:
+    x = torch.randn(64, 256) * torch.logspace(-3, 3, 64).unsqueeze(1)  # rows of very different scales
+    q, scale = quantize_rowwise(x)
+    assert q.dtype == torch.float8_e4m3fn and scale.shape == (64, 1)
+    back = q.float() * scale
+    assert ((back - x).norm(dim=1) / x.norm(dim=1)).max() < 0.05  # e4m3: 3 mantissa bits, per-row scale
+
+
+def test_swap_linears_skips_small_and_odd_layers() -> None:
+    model = torch.nn.Sequential(
+        torch.nn.Linear(1024, 2048), torch.nn.Sequential(torch.nn.Linear(2048, 1024)), torch.nn.Linear(1024, 8)
+    )
+    assert swap_linears(model) == 2
+    assert isinstance(model[0], Fp8Linear) and isinstance(model[1][0], Fp8Linear)
+    assert isinstance(model[2], torch.nn.Linear)
+
+
+def test_fp8_linear_matches_linear_where_scaled_mm_runs_on_cpu() -> None:
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(1024, 1024, bias=True)
+    fp8 = Fp8Linear(linear)
+    x = torch.randn(2, 7, 1024)
+    try:
+        y = fp8(x)
+    except (RuntimeError, NotImplementedError) as exc:  # older torch: _scaled_mm is CUDA-only
+        pytest.skip(f"_scaled_mm does not run on this CPU build: {exc}")
+    ref = linear(x)
+    assert y.shape == ref.shape
+    assert ((y.float() - ref).norm() / ref.norm()).item() < 0.06
