@@ -114,3 +114,19 @@ def test_harness_writes_table_and_contact_sheet(tmp_path: Path) -> None:
     sheet = Image.open(out / "contact_sheet.png")
     assert sheet.width == 6 + (3 + 2) * (192 + 6) and sheet.height > 5 * 192
     assert np.asarray(sheet.convert("RGB")).std() > 10
+
+
+def test_without_masks_shows_what_the_mask_buys(tmp_path: Path) -> None:
+    out = tmp_path / "eval"
+    main(
+        [
+            *("--model", "tiny-klein", "--out", str(out), "--steps", "1", "--size", "64"),
+            *("--cases", "cat_to_dog", "--without-masks", "--no-warmup"),
+        ]
+    )
+    rows = {row["case"]: row for row in json.loads((out / "results.json").read_text())["rows"]}
+    assert set(rows) == {"cat_to_dog", "cat_to_dog-nomask"}
+    masked, prompt_only = rows["cat_to_dog"], rows["cat_to_dog-nomask"]
+    assert masked["mask_applied"] and not prompt_only["mask_applied"] and not prompt_only["masked"]
+    assert _number(masked["psnr_outside"]) >= 35.0 > _number(prompt_only["psnr_outside"])
+    assert "region (mask not sent)" not in (out / "results.md").read_text()  # a sheet label, not a table cell

@@ -127,7 +127,7 @@ def test_kept_tokens_end_exactly_on_source_latents(engine: Flux2Engine) -> None:
 
 def test_pixel_alpha_is_zero_outside_and_feathered_inside() -> None:
     mask = resize_mask(rect_mask(64, 64), 64, 64)
-    alpha = pixel_alpha(mask, feather_px=6)
+    alpha = pixel_alpha(mask, feather_px=6).numpy()
     assert np.all(alpha[mask == 0] == 0)
     assert alpha[32, 32] == pytest.approx(1.0, abs=1e-4)  # deep inside
     band = alpha[(mask == 1) & (alpha < 0.99)]

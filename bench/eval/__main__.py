@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.eval.cases import build_cases
+from bench.eval.cases import build_cases, without_masks
 from bench.eval.metrics import ClipScorer, prompt_words
 from bench.eval.runner import EvalSettings, Variant, run_eval
 
@@ -85,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also run masked cases without the pixel composite and report their PSNR outside",
     )
+    parser.add_argument(
+        "--without-masks",
+        action="store_true",
+        help="also run each masked case without its mask (NAME-nomask), measured on the same region",
+    )
     parser.add_argument("--no-warmup", action="store_true", help="time the first run of each shape too")
     return parser
 
@@ -100,6 +105,8 @@ def main(argv: list[str] | None = None) -> dict:
         if unknown:
             raise SystemExit(f"unknown cases {sorted(unknown)}; known: {[case.name for case in cases]}")
         cases = [case for case in cases if case.name in wanted]
+    if args.without_masks:
+        cases = cases + without_masks(cases)
     if args.clip == "tiny":
         scorer = ClipScorer.tiny(prompt_words([case.prompt for case in cases]))
     else:

@@ -23,6 +23,16 @@ class Case:
     prompt: str
     images: tuple[np.ndarray, ...]
     mask: np.ndarray | None = None
+    send_mask: bool = True  # False: a prompt-only edit, still measured on the mask's region
+
+
+def without_masks(cases: list[Case]) -> list[Case]:
+    """Each masked case again as a prompt-only edit (``NAME-nomask``): what the mask buys."""
+    return [
+        Case(f"{c.name}-nomask", c.kind, c.prompt, c.images, c.mask, send_mask=False)
+        for c in cases
+        if c.mask is not None
+    ]
 
 
 def _font(size: int) -> ImageFont.ImageFont:

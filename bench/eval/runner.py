@@ -51,13 +51,13 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
 
 
-def _request(case: Case, settings: EvalSettings, steps: int, with_mask: bool = True) -> ImageRequest:
+def _request(case: Case, settings: EvalSettings, steps: int) -> ImageRequest:
     return ImageRequest(
         prompt=case.prompt,
         width=settings.width,
         height=settings.height,
         images=case.images,
-        mask=case.mask if with_mask else None,
+        mask=case.mask if case.send_mask else None,
         seed=settings.seed,
         num_inference_steps=steps,
     )
@@ -75,7 +75,7 @@ def evaluate_case(
         "case": case.name,
         "kind": case.kind,
         "prompt": case.prompt,
-        "masked": case.mask is not None,
+        "masked": request.mask is not None,
         "mask_applied": result.mask_applied,
         "clip": scorer.score(output, case.prompt),
         "clip_source": scorer.score(source, case.prompt),
@@ -94,7 +94,7 @@ def evaluate_case(
         # SSIM over outside pixels whose 11x11 window lies wholly outside the mask (PSNR covers the band)
         row["ssim_outside"] = ssim(output, source, ~dilate(editable, SSIM_WINDOW // 2))
         row["psnr_inside"] = psnr(output, source, editable)
-        if settings.latent_stage:
+        if settings.latent_stage and request.mask is not None:
             raw = run_masked_edit(engine.pipeline, request, steps, result.guidance_scale, composite=False)[0]
             row["psnr_outside_latent"] = psnr(raw, source, ~editable)
             row["psnr_outside_latent_vs_vae"] = psnr(raw, vae_round_trip(engine.pipeline, source), ~editable)
@@ -124,6 +124,8 @@ def run_eval(settings: EvalSettings, cases: list[Case], scorer: ClipScorer, out_
             warmed: set[tuple[int, int, int]] = set()
             for case in cases:
                 entry = {"name": case.name, "images": case.images, "mask": case.mask, "outputs": {}, "labels": {}}
+                if case.mask is not None and not case.send_mask:
+                    entry["mask_label"] = "region (mask not sent)"
                 for steps in settings.steps:
                     if settings.warmup and _request(case, settings, steps).shape_key not in warmed:
                         t0 = time.perf_counter()

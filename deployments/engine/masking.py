@@ -88,12 +88,11 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1))
 
 
-def pixel_alpha(mask: np.ndarray, feather_px: float) -> np.ndarray:
+def pixel_alpha(mask: np.ndarray, feather_px: float, device: torch.device | str = "cpu") -> torch.Tensor:
     """Composite weights (H, W) in [0, 1]: 0 outside the mask, ramping to 1 over ``feather_px`` inside it."""
-    m = torch.from_numpy(mask)[None, None]
+    m = torch.from_numpy(mask).to(device)[None, None]
     blurred = gaussian_blur(m, feather_px / 2.0)
-    alpha = m * (2.0 * blurred - 1.0).clamp(0.0, 1.0)
-    return alpha[0, 0].numpy()
+    return (m * (2.0 * blurred - 1.0).clamp(0.0, 1.0))[0, 0]
 
 
 def latent_weights(
@@ -227,12 +226,14 @@ def run_masked_edit(
             latents=noise,
             callback_on_step_end=chain([blender, step_callback]),
             callback_on_step_end_tensor_inputs=["latents"],
-            output_type="np",
+            output_type="pt",
         )
-    generated = output.images.astype(np.float32)  # (n, H, W, 3) in [0, 1]
-    if composite:
-        alpha = pixel_alpha(mask, default_feather_px(width, height) if feather_px is None else feather_px)
-        alpha = alpha[None, :, :, None]
-        generated = alpha * generated + (1.0 - alpha) * (source.astype(np.float32) / 255.0)[None]
-    pixels = np.clip(np.rint(generated * 255.0), 0, 255).astype(np.uint8)
+        # Composite on the pipeline's device (at 1024² the blur costs ~0.1 s on one CPU core).
+        generated = output.images.float()  # (n, 3, H, W) in [0, 1]
+        if composite:
+            feather = default_feather_px(width, height) if feather_px is None else feather_px
+            alpha = pixel_alpha(mask, feather, generated.device)
+            kept = torch.tensor(source, device=generated.device).permute(2, 0, 1).float() / 255.0
+            generated = alpha * generated + (1.0 - alpha) * kept  # alpha is exactly 0 outside: kept bit for bit
+        pixels = (generated * 255.0).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     return list(pixels)
