@@ -175,7 +175,7 @@ def contact_sheet(path: Path, blocks: list[dict[str, Any]], tile: int = 192) -> 
                 (images[1] if len(images) > 1 else None, "image 2" if len(images) > 1 else "(one image)"),
                 (
                     mask_overlay(images[0], case["mask"]) if case["mask"] is not None else None,
-                    "mask" if case["mask"] is not None else "(no mask)",
+                    case.get("mask_label", "mask" if case["mask"] is not None else "(no mask)"),
                 ),
             ]
             tiles += [(case["outputs"].get(s), case["labels"].get(s, f"{s} steps")) for s in block["steps"]]
