@@ -45,6 +45,7 @@ class ImageParams(BaseModel):
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     num_inference_steps: int | None = Field(default=None, ge=1)
     guidance_scale: float | None = Field(default=None, ge=0.0)
+    step_cache: bool | None = None
 
 
 def parse_params(fields: dict[str, Any]) -> ImageParams:
@@ -113,6 +114,7 @@ def build_generation_request(params: ImageParams, limits: Limits, default_size: 
         seed=_seed(params),
         num_inference_steps=params.num_inference_steps,
         guidance_scale=params.guidance_scale,
+        step_cache=params.step_cache,
     )
 
 
@@ -143,6 +145,7 @@ def build_edit_request(params: ImageParams, images: list[bytes], mask: bytes | N
         seed=_seed(params),
         num_inference_steps=params.num_inference_steps,
         guidance_scale=params.guidance_scale,
+        step_cache=params.step_cache,
     )
 
 

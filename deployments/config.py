@@ -77,6 +77,9 @@ class ModelConfig(_Strict):
     step_cache: Literal["none", "magcache", "taylorseer"] = Field(
         default="none", description="diffusers step cache for the transformer"
     )
+    step_cache_options: dict[str, Any] = Field(
+        default_factory=dict, description="TaylorSeerCacheConfig / MagCacheConfig arguments"
+    )
     attention_backend: str | None = Field(default=None, description="diffusers attention backend, e.g. flash_hub")
     warmup_shapes: tuple[Shape, ...] = (Shape(width=1024, height=1024, references=1),)
     unwarmed_shapes: Literal["compile", "reject"] = Field(

@@ -277,6 +277,7 @@ class ImagesIngress:
             "x-seed": str(result.seed),
             "x-num-inference-steps": str(result.num_inference_steps),
             "x-mask-applied": str(result.mask_applied).lower(),
+            "x-step-cache": str(result.step_cache).lower(),
             "x-generate-ms": f"{result.timings.get('generate_s', 0) * 1000:.1f}",
             "x-queue-ms": f"{result.timings.get('queue_s', 0) * 1000:.1f}",
             "x-total-ms": f"{total_ms:.1f}",

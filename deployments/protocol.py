@@ -25,6 +25,7 @@ class ImageRequest:
     seed: int = 0
     num_inference_steps: int | None = None
     guidance_scale: float | None = None
+    step_cache: bool | None = None  # None: the model's setting; False: off for this request
 
     @property
     def shape_key(self) -> tuple[int, int, int]:
@@ -43,6 +44,7 @@ class ImageResult:
     weights: str  # "pretrained" | "random-tiny" | "random-full": demo outputs are always labelled
     timings: dict[str, float] = field(default_factory=dict)
     mask_applied: bool = False
+    step_cache: bool = False
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from deployments.engine.masking import run_masked_edit
 from deployments.engine.memory import MemoryManager, configure_allocator
 from deployments.engine.optimize import apply_optimizations
 from deployments.engine.progress import StepReporter
+from deployments.engine.step_cache import StepCache
 from deployments.protocol import ImageRequest, ImageResult, ModelInfo, ServiceError
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class Flux2Engine:
         self.default_guidance_scale = (
             config.default_guidance_scale if config.default_guidance_scale is not None else guidance
         )
+        self.step_cache = StepCache(self.pipeline, loaded.family, config, self.default_steps)
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> Flux2Engine:
@@ -97,7 +99,8 @@ class Flux2Engine:
         self.memory.reset_peak()
         start = time.perf_counter()
         try:
-            images = self.memory.run(lambda: self._run_pipeline(request, steps, guidance, reporter))
+            with self.step_cache.scope(request.step_cache) as cached:
+                images = self.memory.run(lambda: self._run_pipeline(request, steps, guidance, reporter))
         finally:
             self.memory.after_request()
         generate_s = time.perf_counter() - start
@@ -115,6 +118,7 @@ class Flux2Engine:
             weights=self.loaded.weights,
             timings=timings,
             mask_applied=request.mask is not None,
+            step_cache=cached,
         )
 
     def _check_shape(self, request: ImageRequest) -> None:
