@@ -88,6 +88,10 @@ class ModelConfig(_Strict):
     default_steps: int | None = Field(default=None, ge=1, description="None: the model family's default")
     default_guidance_scale: float | None = Field(default=None, ge=0.0)
     default_size: tuple[int, int] = (1024, 1024)
+    max_batch_size: int = Field(
+        default=1, ge=1, le=64, description="text-to-image requests batched into one call (1 = off)"
+    )
+    batch_wait_timeout_s: float = Field(default=0.01, ge=0.0, description="how long a batch waits to fill")
     vram_policy: Literal["always", "on_pressure", "never"] = "on_pressure"
     vram_pressure_fraction: float = Field(default=0.9, gt=0.0, le=1.0)
     deployment_options: dict[str, Any] = Field(

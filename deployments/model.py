@@ -46,6 +46,8 @@ class Flux2Model:
         self._busy_since: float | None = None
         self._broken: str | None = None
         self.engine: Flux2Engine = self._thread.submit(self._load_and_warm).result()
+        self._generate_batched.set_max_batch_size(self.config.max_batch_size)
+        self._generate_batched.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)
         self.metrics = ModelMetrics(self.config.served_name)
 
     def _load_and_warm(self) -> Flux2Engine:
@@ -66,7 +68,26 @@ class Flux2Model:
 
     async def generate(self, request: ImageRequest) -> ImageResult:
         self._check_usable()
+        if self.config.max_batch_size > 1 and request.batch_key is not None:
+            return await self._generate_batched(request)
         return await self._submit(request, StepReporter())
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    async def _generate_batched(self, requests: list[ImageRequest]) -> list[ImageResult]:
+        """Text-to-image requests arriving together: those with the same batch key share a pipeline call."""
+        groups: dict[tuple, list[int]] = {}
+        for index, request in enumerate(requests):
+            groups.setdefault(request.batch_key, []).append(index)
+        results: list[ImageResult | None] = [None] * len(requests)
+        loop = asyncio.get_running_loop()
+        for indices in groups.values():
+            group = [requests[i] for i in indices]
+            queued_at = time.perf_counter()
+            for index, result in zip(
+                indices, await loop.run_in_executor(self._thread, self._run_batch, group, queued_at), strict=True
+            ):
+                results[index] = result
+        return results
 
     async def generate_stream(
         self, request: ImageRequest, partial_images: int = 0
@@ -118,10 +139,15 @@ class Flux2Model:
     def _run(self, request: ImageRequest, queued_at: float, reporter: StepReporter) -> ImageResult:
         if reporter.cancel.is_set():
             raise GenerationCancelled
+        return self._run_batch([request], queued_at, reporter)[0]
+
+    def _run_batch(
+        self, requests: list[ImageRequest], queued_at: float, reporter: StepReporter | None = None
+    ) -> list[ImageResult]:
         self._busy_since = time.monotonic()
         compiles, ooms = self.engine.unwarmed_compiles, self.engine.memory.oom_recoveries
         try:
-            result = self.engine.generate(request, reporter)
+            results = self.engine.generate_batch(requests, reporter)
         except GenerationCancelled:
             logger.info("request cancelled by its client; engine freed")
             raise
@@ -132,11 +158,13 @@ class Flux2Model:
             raise
         finally:
             self._busy_since = None
-        result.timings["queue_s"] = time.perf_counter() - queued_at - result.timings["generate_s"]
+        queue_s = time.perf_counter() - queued_at - results[0].timings["generate_s"]
+        for result in results:
+            result.timings["queue_s"] = queue_s
         self.metrics.observe(
-            result.timings, self.engine.unwarmed_compiles - compiles, self.engine.memory.oom_recoveries - ooms
+            results[0].timings, self.engine.unwarmed_compiles - compiles, self.engine.memory.oom_recoveries - ooms
         )
-        return result
+        return results
 
     async def describe(self) -> dict[str, Any]:
         return self.engine.info.as_dict()

@@ -28,6 +28,13 @@ class ImageRequest:
     step_cache: bool | None = None  # None: the model's setting; False: off for this request
 
     @property
+    def batch_key(self) -> tuple | None:
+        """Text-to-image requests with equal keys can share one pipeline call; edits never do."""
+        if self.images or self.mask is not None:
+            return None
+        return (self.width, self.height, self.num_inference_steps, self.guidance_scale, self.step_cache)
+
+    @property
     def shape_key(self) -> tuple[int, int, int]:
         """(width, height, references): what decides a compiled graph's shapes."""
         return (self.width, self.height, len(self.images))

@@ -82,6 +82,23 @@ TIGHT_CONFIG = {
 }
 
 
+# Text-to-image requests arriving together share a pipeline call.
+BATCH_CONFIG = {
+    "models": [
+        {
+            "name": "tiny-klein",
+            "source": "tiny-klein",
+            "warmup_shapes": [{"width": 64, "height": 64, "references": 0}],
+            "max_batch_size": 4,
+            "batch_wait_timeout_s": 0.2,
+            "deployment_options": {"max_ongoing_requests": 8, "ray_actor_options": {"num_cpus": 0.1}},
+        }
+    ],
+    "limits": TEST_LIMITS,
+    "ingress_options": {"ray_actor_options": {"num_cpus": 0.1}},
+}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -144,6 +161,11 @@ def base_url(ray_cluster: dict[str, int]) -> str:
 @pytest.fixture(scope="session")
 def prod_url(ray_cluster: dict[str, int]) -> str:
     return run_app(PROD_CONFIG, "prod", "/prod", ray_cluster["http"])
+
+
+@pytest.fixture(scope="session")
+def batch_url(ray_cluster: dict[str, int]) -> str:
+    return run_app(BATCH_CONFIG, "batch", "/batch", ray_cluster["http"])
 
 
 @pytest.fixture(scope="session")

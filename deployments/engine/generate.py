@@ -93,33 +93,48 @@ class Flux2Engine:
 
         ``reporter`` receives each step (progress, previews) and can cancel the run between steps.
         """
-        self._check_shape(request)
-        steps = request.num_inference_steps or self.default_steps
-        guidance = request.guidance_scale if request.guidance_scale is not None else self.default_guidance_scale
+        return self.generate_batch([request], reporter)[0]
+
+    def generate_batch(self, requests: list[ImageRequest], reporter: StepReporter | None = None) -> list[ImageResult]:
+        """Run requests in ONE pipeline call: one request, or text-to-image requests sharing a batch key."""
+        first = requests[0]
+        if len(requests) > 1 and any(r.batch_key is None or r.batch_key != first.batch_key for r in requests):
+            raise ValueError("only text-to-image requests with the same batch_key can share a pipeline call")
+        for request in requests:
+            self._check_shape(request)
+        steps = first.num_inference_steps or self.default_steps
+        guidance = first.guidance_scale if first.guidance_scale is not None else self.default_guidance_scale
         self.memory.reset_peak()
         start = time.perf_counter()
         try:
-            with self.step_cache.scope(request.step_cache) as cached:
-                images = self.memory.run(lambda: self._run_pipeline(request, steps, guidance, reporter))
+            with self.step_cache.scope(first.step_cache) as cached:
+                images = self.memory.run(lambda: self._run_pipeline(requests, steps, guidance, reporter))
         finally:
             self.memory.after_request()
         generate_s = time.perf_counter() - start
-        self.warm_shapes.add(request.shape_key)
+        self.warm_shapes.update(request.shape_key for request in requests)
         timings = {
             "generate_s": generate_s,
             "step_s": generate_s / steps,
             "peak_vram_gb": self.memory.peak_bytes() / 2**30,
+            "batch_size": len(requests),
         }
-        return ImageResult(
-            images=images,
-            seed=request.seed,
-            num_inference_steps=steps,
-            guidance_scale=guidance,
-            weights=self.loaded.weights,
-            timings=timings,
-            mask_applied=request.mask is not None,
-            step_cache=cached,
-        )
+        results, offset = [], 0
+        for request in requests:
+            results.append(
+                ImageResult(
+                    images=images[offset : offset + request.n],
+                    seed=request.seed,
+                    num_inference_steps=steps,
+                    guidance_scale=guidance,
+                    weights=self.loaded.weights,
+                    timings=dict(timings),
+                    mask_applied=request.mask is not None,
+                    step_cache=cached,
+                )
+            )
+            offset += request.n
+        return results
 
     def _check_shape(self, request: ImageRequest) -> None:
         if self.compile_mode == "none" or request.shape_key in self.warm_shapes or not self.warm_shapes:
@@ -136,23 +151,29 @@ class Flux2Engine:
         logger.warning("shape %s was not warmed up: this request may compile", request.shape_key)
 
     def _run_pipeline(
-        self, request: ImageRequest, steps: int, guidance: float, reporter: StepReporter | None = None
+        self, requests: list[ImageRequest], steps: int, guidance: float, reporter: StepReporter | None = None
     ) -> list[np.ndarray]:
+        request = requests[0]
         if reporter is not None:
             reporter.start(steps, request.width, request.height)
         if request.mask is not None:  # latent-space masked denoising + feathered composite
             return run_masked_edit(self.pipeline, request, steps, guidance, step_callback=reporter)
         references = [Image.fromarray(image) for image in request.images] or None
-        generators = [torch.Generator("cpu").manual_seed(request.seed + i) for i in range(request.n)]
+        # Image i of a request uses seed + i, so each image can be reproduced alone with n=1.
+        generators = [torch.Generator("cpu").manual_seed(r.seed + i) for r in requests for i in range(r.n)]
+        if len(requests) == 1:
+            prompt, per_prompt = request.prompt, request.n
+        else:
+            prompt, per_prompt = [r.prompt for r in requests for _ in range(r.n)], 1
         with torch.inference_mode():
             output = self.pipeline(
                 image=references,
-                prompt=request.prompt,
+                prompt=prompt,
                 height=request.height,
                 width=request.width,
                 num_inference_steps=steps,
                 guidance_scale=guidance,
-                num_images_per_prompt=request.n,
+                num_images_per_prompt=per_prompt,
                 generator=generators,
                 output_type="np",
                 callback_on_step_end=reporter,
