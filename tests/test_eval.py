@@ -80,6 +80,8 @@ def test_variant_parsing() -> None:
     variant = parse_variant("fp8:quantization=fp8,fuse_qkv=true,default_steps=8")
     assert variant.name == "fp8"
     assert variant.overrides == {"quantization": "fp8", "fuse_qkv": True, "default_steps": 8}
+    cache = parse_variant('cache:step_cache=magcache,step_cache_options={"threshold": 0.1, "max_skip_steps": 2}')
+    assert cache.overrides == {"step_cache": "magcache", "step_cache_options": {"threshold": 0.1, "max_skip_steps": 2}}
 
 
 def test_harness_writes_table_and_contact_sheet(tmp_path: Path) -> None:

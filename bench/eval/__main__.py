@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -24,9 +25,9 @@ def _value(text: str) -> Any:
 
 
 def parse_overrides(text: str) -> dict[str, Any]:
-    """``key=value,key=value`` → ModelConfig overrides."""
+    """``key=value,key=value`` → ModelConfig overrides; values may be JSON with commas (``opts={"a": 1, "b": 2}``)."""
     overrides = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
+    for item in filter(None, (part.strip() for part in re.split(r",(?=\s*[A-Za-z_]\w*=)", text))):
         key, sep, value = item.partition("=")
         if not sep:
             raise argparse.ArgumentTypeError(f"expected key=value, got {item!r}")

@@ -17,6 +17,7 @@ COLUMNS = [
     ("case", "case"),
     ("kind", "kind"),
     ("masked", "mask"),
+    ("step_cache", "step cache"),
     ("clip", "CLIP"),
     ("clip_source", "CLIP input"),
     ("psnr_outside", "PSNR out (dB)"),

@@ -87,6 +87,7 @@ def evaluate_case(
         "step_s": result.timings["step_s"],
         "peak_vram_gb": result.timings["peak_vram_gb"],
         "weights": result.weights,
+        "step_cache": getattr(result, "step_cache", None),  # whether a step cache ran for this request
     }
     if case.mask is not None:
         editable = resize_mask(case.mask, settings.width, settings.height) > 0
