@@ -96,7 +96,8 @@ def evaluate_case(
         row["ssim_outside"] = ssim(output, source, ~dilate(editable, SSIM_WINDOW // 2))
         row["psnr_inside"] = psnr(output, source, editable)
         if settings.latent_stage and request.mask is not None:
-            raw = run_masked_edit(engine.pipeline, request, steps, result.guidance_scale, composite=False)[0]
+            guidance = result.guidance_scale if getattr(engine, "takes_guidance", True) else None  # KV pipeline: none
+            raw = run_masked_edit(engine.pipeline, request, steps, guidance, composite=False)[0]
             row["psnr_outside_latent"] = psnr(raw, source, ~editable)
             row["psnr_outside_latent_vs_vae"] = psnr(raw, vae_round_trip(engine.pipeline, source), ~editable)
     return row, output
