@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-TINY_SOURCES = ("tiny-dev", "tiny-klein")
+TINY_SOURCES = ("tiny-dev", "tiny-klein", "tiny-klein-kv")
 RANDOM_SOURCES = ("random-dev", "random-klein-4b", "random-klein-9b")
 AUTO_GPU_SOURCE = "black-forest-labs/FLUX.2-klein-4B"
 AUTO_CPU_SOURCE = "tiny-dev"
@@ -57,7 +57,7 @@ class ModelConfig(_Strict):
     name: str = Field(default="", description="served model id; defaults to the source")
     source: str = Field(
         default="auto",
-        description="auto | tiny-dev | tiny-klein | random-dev | random-klein-4b | random-klein-9b "
+        description="auto | tiny-dev | tiny-klein | tiny-klein-kv | random-dev | random-klein-4b | random-klein-9b "
         "| hub id | local folder",
     )
     revision: str | None = None

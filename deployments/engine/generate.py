@@ -6,6 +6,7 @@ Calls are not thread-safe; the caller runs them on one thread (the model deploym
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 
@@ -52,6 +53,8 @@ class Flux2Engine:
         self.default_guidance_scale = (
             config.default_guidance_scale if config.default_guidance_scale is not None else guidance
         )
+        # The reference-KV pipeline takes no guidance_scale (distilled klein ignores it anyway).
+        self.takes_guidance = "guidance_scale" in inspect.signature(type(self.pipeline).__call__).parameters
         self.step_cache = StepCache(self.pipeline, loaded.family, config, self.default_steps)
 
     @classmethod
@@ -156,8 +159,10 @@ class Flux2Engine:
         request = requests[0]
         if reporter is not None:
             reporter.start(steps, request.width, request.height)
+        guidance_kwargs = {"guidance_scale": guidance} if self.takes_guidance else {}
         if request.mask is not None:  # latent-space masked denoising + feathered composite
-            return run_masked_edit(self.pipeline, request, steps, guidance, step_callback=reporter)
+            guidance_or_none = guidance if self.takes_guidance else None
+            return run_masked_edit(self.pipeline, request, steps, guidance_or_none, step_callback=reporter)
         references = [Image.fromarray(image) for image in request.images] or None
         # Image i of a request uses seed + i, so each image can be reproduced alone with n=1.
         generators = [torch.Generator("cpu").manual_seed(r.seed + i) for r in requests for i in range(r.n)]
@@ -172,8 +177,8 @@ class Flux2Engine:
                 height=request.height,
                 width=request.width,
                 num_inference_steps=steps,
-                guidance_scale=guidance,
                 num_images_per_prompt=per_prompt,
+                **guidance_kwargs,
                 generator=generators,
                 output_type="np",
                 callback_on_step_end=reporter,

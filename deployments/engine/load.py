@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from diffusers import DiffusionPipeline, Flux2KleinPipeline, Flux2Pipeline
+from diffusers import DiffusionPipeline, Flux2KleinKVPipeline, Flux2KleinPipeline, Flux2Pipeline
 
 from deployments.config import AUTO_CPU_SOURCE, AUTO_GPU_SOURCE, RANDOM_SOURCES, TINY_SOURCES, ModelConfig
 
@@ -77,9 +77,9 @@ def load_pipeline(config: ModelConfig) -> LoadedPipeline:
     dtype = resolve_dtype(config, device)
     source = resolve_source(config, device)
     if source in TINY_SOURCES:
-        from deployments.engine.tiny import build_tiny_dev, build_tiny_klein
+        from deployments.engine.tiny import TINY_BUILDERS
 
-        pipeline = (build_tiny_dev if source == "tiny-dev" else build_tiny_klein)()
+        pipeline = TINY_BUILDERS[source]()
         weights = "random-tiny"
         logger.warning("loaded %s: a TINY RANDOMLY INITIALISED pipeline for tests and demos", source)
     elif source in RANDOM_SOURCES:
@@ -122,7 +122,11 @@ def read_pipeline_class(source: str, revision: str | None = None) -> str:
 
 def _from_pretrained(source: str, revision: str | None, dtype: torch.dtype) -> DiffusionPipeline:
     class_name = read_pipeline_class(source, revision)
-    pipeline_cls = {"Flux2Pipeline": Flux2Pipeline, "Flux2KleinPipeline": Flux2KleinPipeline}.get(class_name)
+    pipeline_cls = {
+        "Flux2Pipeline": Flux2Pipeline,
+        "Flux2KleinPipeline": Flux2KleinPipeline,
+        "Flux2KleinKVPipeline": Flux2KleinKVPipeline,
+    }.get(class_name)
     if pipeline_cls is None:
         raise ModelLoadError(f"{source} holds a {class_name}, not a FLUX.2 pipeline")
     logger.info("loading %s (%s) from %s", class_name, dtype, source)

@@ -37,8 +37,7 @@ source at output size as a reference (a different sequence length from the plain
 compiled shapes would differ from the warmed ones), binarises the mask without feathering, exists
 for klein only, and needs a second pipeline object. One callback on the pipelines already loaded
 covers dev and klein with one code path and one set of tests (the blender also runs unchanged on
-``Flux2KleinKVPipeline``, checked by hand; that pipeline takes no ``guidance_scale``, so
-``run_masked_edit`` would need that argument dropped for it, like the engine's plain path).
+``Flux2KleinKVPipeline``; that pipeline takes no ``guidance_scale``, so the engine passes ``None``).
 """
 
 from __future__ import annotations
@@ -191,7 +190,7 @@ def run_masked_edit(
     pipeline,
     request: ImageRequest,
     steps: int,
-    guidance: float,
+    guidance: float | None,
     *,
     feather_px: float | None = None,
     composite: bool = True,
@@ -220,7 +219,7 @@ def run_masked_edit(
             height=height,
             width=width,
             num_inference_steps=steps,
-            guidance_scale=guidance,
+            **({} if guidance is None else {"guidance_scale": guidance}),
             num_images_per_prompt=n,
             generator=generators,
             latents=noise,

@@ -15,6 +15,7 @@ import torch
 from diffusers import (
     AutoencoderKLFlux2,
     FlowMatchEulerDiscreteScheduler,
+    Flux2KleinKVPipeline,
     Flux2KleinPipeline,
     Flux2Pipeline,
     Flux2Transformer2DModel,
@@ -249,3 +250,11 @@ def build_tiny_dev(seed: int = 0) -> Flux2Pipeline:
         tokenizer=tokenizer,
         transformer=_transformer(guidance_embeds=True),
     )
+
+
+def build_tiny_klein_kv(seed: int = 0) -> Flux2KleinKVPipeline:
+    """The tiny klein weights behind the reference-KV-caching pipeline (reference K/V computed once)."""
+    return Flux2KleinKVPipeline(**build_tiny_klein(seed).components)
+
+
+TINY_BUILDERS = {"tiny-dev": build_tiny_dev, "tiny-klein": build_tiny_klein, "tiny-klein-kv": build_tiny_klein_kv}
