@@ -8,6 +8,7 @@ import zlib
 from collections.abc import Callable
 
 import httpx
+import numpy as np
 import pytest
 from conftest import TEST_LIMITS, decode_b64_image, png_bytes
 from PIL import Image
@@ -153,8 +154,13 @@ def test_body_limit_enforced_without_content_length(client: httpx.Client) -> Non
     assert_error_shape(response, 413, None)
 
 
-def test_valid_mask_is_accepted_and_reported(client: httpx.Client) -> None:
+def test_mask_confines_the_edit_over_http(client: httpx.Client) -> None:
     files = [*edit_files(GOOD), ("mask", ("m.png", rgba_png(64, 64, True), "image/png"))]
     response = client.post("/v1/images/edits", files=files, data={"prompt": "make it red"})
     assert response.status_code == 200, response.text
-    assert response.headers["x-mask-applied"] in ("true", "false")
+    assert response.headers["x-mask-applied"] == "true"
+    # rgba_png makes the left half transparent (editable): the right half must come back unchanged.
+    source = np.asarray(Image.open(io.BytesIO(GOOD)).convert("RGB"))
+    output = np.asarray(decode_b64_image(response.json()["data"][0]["b64_json"]))
+    assert np.array_equal(output[:, 40:], source[:, 40:])
+    assert not np.array_equal(output[:, :24], source[:, :24])
