@@ -178,7 +178,8 @@ class ImagesIngress:
         fields, images, mask = await self._read_form(request)
         params = parse_params(fields)
         name = request.state.model = self._model_name(params)
-        image_request = build_edit_request(params, images, mask, limits)
+        # Decoding and encoding images take tens of ms: off the event loop, so other requests keep flowing.
+        image_request = await asyncio.to_thread(build_edit_request, params, images, mask, limits)
         if params.stream:
             return await self._stream(name, image_request, params, "image_edit")
         return await self._generate(request, name, image_request, params, started)
@@ -269,7 +270,7 @@ class ImagesIngress:
     ) -> JSONResponse:
         result = await self._call_model(name, image_request)
         request.state.images = len(result.images)
-        body = images_response(result, params)
+        body = await asyncio.to_thread(images_response, result, params)
         total_ms = (time.perf_counter() - started) * 1000
         headers = {
             "x-model": name,
@@ -304,7 +305,7 @@ class ImagesIngress:
             event = first
             try:
                 while True:
-                    for payload in stream_payloads(event, params, event_prefix):
+                    for payload in await asyncio.to_thread(stream_payloads, event, params, event_prefix):
                         yield f"event: {payload['type']}\ndata: {json.dumps(payload)}\n\n"
                     if isinstance(event, ImageResult):
                         return
