@@ -15,10 +15,10 @@ import torch
 from PIL import Image
 
 from deployments.config import ModelConfig
-from deployments.engine.load import LoadedPipeline, load_pipeline
+from deployments.engine.load import LoadedPipeline, load_pipeline, resolve_device
 from deployments.engine.masking import run_masked_edit
 from deployments.engine.memory import MemoryManager, configure_allocator
-from deployments.engine.optimize import apply_optimizations
+from deployments.engine.optimize import apply_optimizations, check_supported
 from deployments.engine.progress import StepReporter
 from deployments.engine.step_cache import StepCache
 from deployments.protocol import ImageRequest, ImageResult, ModelInfo, ServiceError
@@ -61,6 +61,7 @@ class Flux2Engine:
     def from_config(cls, config: ModelConfig) -> Flux2Engine:
         """Load and optimise (no warm-up: see :func:`deployments.engine.warmup.warm_up`)."""
         configure_allocator()
+        check_supported(config, resolve_device(config))  # fail before loading gigabytes, not after
         start = time.perf_counter()
         loaded = load_pipeline(config)
         compile_mode = apply_optimizations(loaded.pipeline, config, loaded.device)
