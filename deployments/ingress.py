@@ -189,7 +189,14 @@ class ImagesIngress:
         self.check_api_key(request.headers.get("authorization"))
         infos = await self._describe_all()
         data = [
-            {"id": name, "object": "model", "created": 0, "owned_by": "flux2-serve", **infos.get(name, {})}
+            {
+                "id": name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "flux2-serve",
+                "streaming": True,  # stream=true is served; the playground uses it when this says so
+                **infos.get(name, {}),
+            }
             for name in self.model_configs
         ]
         return {"object": "list", "data": data}

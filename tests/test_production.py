@@ -235,21 +235,25 @@ def test_broken_engine_fails_health_and_refuses_work(ray_cluster: dict[str, int]
     from deployments.model import Flux2Model
     from deployments.protocol import ImageRequest, ServiceError
 
+    def run(coroutine):  # a loop of its own: other tests (Playwright) may own this thread's loop
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, coroutine).result()
+
     replica = Flux2Model.func_or_class(
         {"source": "tiny-klein", "warmup_shapes": [{"width": 64, "height": 64, "references": 0}]}
     )
     request = ImageRequest(prompt="a cat", width=64, height=64)
-    asyncio.run(replica.check_health())  # healthy
-    assert asyncio.run(replica.generate(request)).images[0].shape == (64, 64, 3)
+    run(replica.check_health())  # healthy
+    assert run(replica.generate(request)).images[0].shape == (64, 64, 3)
 
     def sticky_cuda_error(*args, **kwargs):
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
     replica.engine._run_pipeline = sticky_cuda_error
     with pytest.raises(RuntimeError, match="CUDA error"):
-        asyncio.run(replica.generate(request))
+        run(replica.generate(request))
     with pytest.raises(RuntimeError, match="engine broken"):
-        asyncio.run(replica.check_health())  # Ray replaces a replica whose health check fails
+        run(replica.check_health())  # Ray replaces a replica whose health check fails
     with pytest.raises(ServiceError) as err:
-        asyncio.run(replica.generate(request))
+        run(replica.generate(request))
     assert err.value.status == 503 and err.value.code == "replica_unhealthy"

@@ -97,6 +97,7 @@ def test_models_list(client: httpx.Client) -> None:
     assert set(by_id) == {"tiny-dev", "tiny-klein"}
     assert by_id["tiny-dev"]["family"] == "dev" and by_id["tiny-klein"]["family"] == "klein"
     assert all(model["is_demo"] and model["weights"] == "random-tiny" for model in body["data"])
+    assert all(model["streaming"] for model in body["data"])
 
 
 def test_health_and_readiness(client: httpx.Client) -> None:
