@@ -295,8 +295,13 @@ class ImagesIngress:
 
     async def _call_model(self, name: str, image_request: ImageRequest) -> ImageResult:
         timeout = self.config.limits.request_timeout_s
+        response = self.models[name].generate.remote(image_request)
         with model_errors(name, timeout):
-            return await asyncio.wait_for(self.models[name].generate.remote(image_request), timeout)
+            try:
+                return await asyncio.wait_for(response, timeout)
+            except (TimeoutError, asyncio.CancelledError):
+                response.cancel()  # the replica stops the run at its next step instead of finishing it for no one
+                raise
 
     async def _stream(
         self, name: str, image_request: ImageRequest, params: ImageParams, event_prefix: str
@@ -306,7 +311,11 @@ class ImagesIngress:
         handle = self.models[name].options(stream=True)
         events = handle.generate_stream.remote(image_request, params.partial_images or 0)
         with model_errors(name, timeout):  # errors before the first event still get a proper status code
-            first = await asyncio.wait_for(events.__anext__(), timeout)
+            try:
+                first = await asyncio.wait_for(events.__anext__(), timeout)
+            except (TimeoutError, asyncio.CancelledError):
+                events.cancel()
+                raise
 
         async def body() -> AsyncIterator[str]:
             event = first
@@ -320,6 +329,9 @@ class ImagesIngress:
                         event = await events.__anext__()
             except ServiceError as err:
                 yield f"event: error\ndata: {json.dumps({'type': 'error', **err.body()})}\n\n"
+            finally:
+                if not isinstance(event, ImageResult):
+                    events.cancel()  # the client left or an error ended the stream: stop the run
 
         headers = {"x-model": name, "x-seed": str(image_request.seed), "cache-control": "no-store"}
         return StreamingResponse(body(), media_type="text/event-stream", headers=headers)

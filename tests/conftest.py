@@ -99,6 +99,21 @@ BATCH_CONFIG = {
 }
 
 
+# Generations must finish within 1 s.
+TIMEOUT_CONFIG = {
+    "models": [
+        {
+            "name": "tiny-klein",
+            "source": "tiny-klein",
+            "warmup_shapes": [{"width": 64, "height": 64, "references": 0}],
+            "deployment_options": {"ray_actor_options": {"num_cpus": 0.1}},
+        }
+    ],
+    "limits": {**TEST_LIMITS, "request_timeout_s": 1.0},
+    "ingress_options": {"ray_actor_options": {"num_cpus": 0.1}},
+}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -166,6 +181,11 @@ def prod_url(ray_cluster: dict[str, int]) -> str:
 @pytest.fixture(scope="session")
 def batch_url(ray_cluster: dict[str, int]) -> str:
     return run_app(BATCH_CONFIG, "batch", "/batch", ray_cluster["http"])
+
+
+@pytest.fixture(scope="session")
+def timeout_url(ray_cluster: dict[str, int]) -> str:
+    return run_app(TIMEOUT_CONFIG, "timeout", "/timeout", ray_cluster["http"])
 
 
 @pytest.fixture(scope="session")

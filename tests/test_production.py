@@ -158,6 +158,18 @@ def test_client_disconnect_frees_its_queue_slot(tight_url: str) -> None:
         ), "queue slots held by disconnected clients were not freed"
 
 
+def test_request_timeout_answers_504_and_frees_the_engine(timeout_url: str) -> None:
+    slow = {"prompt": "a cat", "size": "512x512", "num_inference_steps": 20, "n": 4}
+    with httpx.Client(base_url=timeout_url, timeout=60) as client:
+        started = time.monotonic()
+        response = client.post("/v1/images/generations", json=slow)
+        assert response.status_code == 504 and time.monotonic() - started < 5
+        assert response.json()["error"]["code"] == "timeout"
+        # The abandoned generation stops at its next step, so a small request is not stuck behind it.
+        follow_up = client.post("/v1/images/generations", json={"prompt": "a cat", "size": "64x64"})
+        assert follow_up.status_code == 200 and float(follow_up.headers["x-queue-ms"]) < 500
+
+
 def test_replica_killed_mid_request_answers_cleanly_and_recovers(tight_url: str) -> None:
     with httpx.Client(base_url=tight_url, timeout=60) as client, ThreadPoolExecutor(2) as pool:
         in_flight = [pool.submit(outcome, lambda: client.post("/v1/images/generations", json=SLOW)) for _ in range(2)]
