@@ -38,7 +38,6 @@ class StepCache:
         self.pipeline = pipeline
         self.family = family
         self.config = cache_config(config, default_steps)
-        self.kind = config.step_cache
         if self.config is not None:
             pipeline.transformer.enable_cache(self.config)
 
