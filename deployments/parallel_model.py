@@ -1,0 +1,199 @@
+"""Context-parallel model deployment: one Serve replica spans N GPUs to cut one request's latency.
+
+The replica reserves N bundles with Serve's ``placement_group_bundles`` (one ``{"GPU": 1}`` bundle per
+rank, ``STRICT_PACK``: one host, NVLink). The replica itself is rank 0 and sits in bundle 0; it starts
+N-1 :class:`ContextParallelWorker` actors in bundles 1..N-1 (owned by the replica, so they die with it),
+publishes ``MASTER_ADDR``/``MASTER_PORT`` (its node IP and a free port) and every rank joins one
+``torch.distributed`` group (NCCL on GPUs, gloo on CPUs) and loads the pipeline with context parallelism
+(:mod:`deployments.engine.parallel`).
+
+Requests take the ordinary :class:`~deployments.model.Flux2Model` path on rank 0 (queueing, batching,
+streaming progress, metrics, health): the replica validates, then its engine fans the run out to the
+workers (``follow``) just before running it itself, and waits for them after. Warm-up goes the same way.
+A run that fails on any rank after the ranks started exchanging tensors leaves the group out of step:
+the replica then refuses work and fails its health check, and Serve replaces it (and its workers).
+
+Config: ``build_app`` here takes the usual service config plus
+``context_parallel: {<served model name>: {degree: 2, mode: ulysses}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import ray
+from ray import serve
+from ray.util.placement_group import get_current_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from deployments.app import model_options
+from deployments.config import ModelConfig, ServiceConfig
+from deployments.engine import warm_up
+from deployments.engine.parallel import (
+    ContextParallelEngine,
+    ContextParallelOptions,
+    default_backend,
+    free_port,
+    init_process_group,
+)
+from deployments.ingress import ImagesIngress
+from deployments.model import Flux2Model
+from deployments.protocol import ImageRequest
+
+logger = logging.getLogger("ray.serve")
+
+WORKER_PING_TIMEOUT_S = 20.0
+
+
+@ray.remote(max_concurrency=2)  # engine work on one thread; ``ping`` answers while a run is in flight
+class ContextParallelWorker:
+    """Rank 1..N-1 of a context-parallel replica: the same engine, driven by rank 0."""
+
+    def __init__(self) -> None:
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flux2-cp-rank")
+        self.engine: ContextParallelEngine | None = None
+
+    def start(
+        self, rank: int, master_addr: str, master_port: int, backend: str, model_config: dict, options: dict
+    ) -> str:
+        """Join the group and load (rank 0 does the same at the same time); returns where this rank runs."""
+
+        def load() -> str:
+            parsed = ContextParallelOptions.model_validate(options)
+            device = init_process_group(rank, parsed.degree, master_addr, master_port, backend, parsed.timeout_s)
+            self.engine = ContextParallelEngine.from_config(ModelConfig.model_validate(model_config), parsed)
+            return f"rank {rank} on {ray.util.get_node_ip_address()} {device}"
+
+        return self._thread.submit(load).result()
+
+    def follow(self, requests: list[ImageRequest], steps: int, guidance: float) -> int:
+        assert self.engine is not None, "start() first"
+        return self._thread.submit(self.engine.follow, requests, steps, guidance).result()
+
+    def ping(self) -> None:
+        if self.engine is None or self.engine.broken:
+            raise RuntimeError(
+                f"context-parallel worker unusable: {self.engine.broken if self.engine else 'not loaded'}"
+            )
+
+
+@serve.deployment(
+    max_ongoing_requests=2,
+    max_queued_requests=64,
+    graceful_shutdown_timeout_s=600,
+    health_check_period_s=10,
+    health_check_timeout_s=30,
+)
+class ContextParallelFlux2Model(Flux2Model.func_or_class):
+    """A :class:`~deployments.model.Flux2Model` whose engine spans the replica's placement group (rank 0 here)."""
+
+    def __init__(self, model_config: dict[str, Any], context_parallel: dict[str, Any]):
+        self.options = ContextParallelOptions.model_validate(context_parallel)
+        self.workers: list[Any] = []
+        super().__init__(model_config)
+
+    def _load_and_warm(self) -> ContextParallelEngine:  # on the engine thread, from Flux2Model.__init__
+        start = time.perf_counter()
+        self.workers = self._start_workers()
+        backend = default_backend()
+        addr, port = ray.util.get_node_ip_address(), free_port()
+        config_json, options_json = self.config.model_dump(mode="json"), self.options.model_dump(mode="json")
+        started = [
+            worker.start.remote(rank, addr, port, backend, config_json, options_json)
+            for rank, worker in enumerate(self.workers, start=1)
+        ]
+        init_process_group(0, self.options.degree, addr, port, backend, self.options.timeout_s)
+        engine = ContextParallelEngine.from_config(self.config, self.options)
+        where = ray.get(started)
+        engine.fan_out = self._fan_out
+        times = warm_up(engine)
+        info = engine.info
+        logger.info(
+            "model %s ready: context parallel %s x%d (%s), load %.1fs, warm-up %.1fs %s",
+            info.name,
+            self.options.mode,
+            self.options.degree,
+            ", ".join(where),
+            time.perf_counter() - start - engine.warmup_s,
+            engine.warmup_s,
+            times,
+        )
+        return engine
+
+    def _start_workers(self) -> list[Any]:
+        group = get_current_placement_group()
+        if group is None or len(group.bundle_specs) != self.options.degree:
+            raise RuntimeError(
+                f"a context-parallel replica of degree {self.options.degree} needs placement_group_bundles with "
+                f"{self.options.degree} bundles (one per rank), got {group.bundle_specs if group else None}"
+            )
+        workers = []
+        for index in range(1, self.options.degree):
+            bundle = group.bundle_specs[index]
+            strategy = PlacementGroupSchedulingStrategy(placement_group=group, placement_group_bundle_index=index)
+            workers.append(
+                ContextParallelWorker.options(
+                    num_cpus=bundle.get("CPU", 0), num_gpus=bundle.get("GPU", 0), scheduling_strategy=strategy
+                ).remote()
+            )
+        return workers
+
+    def _fan_out(self, requests: list[ImageRequest], steps: int, guidance: float):
+        refs = [worker.follow.remote(requests, steps, guidance) for worker in self.workers]
+
+        def wait(raise_errors: bool) -> None:
+            try:
+                ray.get(refs, timeout=self.options.timeout_s)
+            except Exception:
+                if raise_errors:
+                    raise
+
+        return wait
+
+    def _check_usable(self) -> None:
+        engine = getattr(self, "engine", None)
+        if engine is not None and engine.broken and not self._broken:
+            self._broken = engine.broken
+        super()._check_usable()
+
+    async def check_health(self) -> None:
+        await super().check_health()
+        if self.engine.broken:
+            raise RuntimeError(f"context-parallel group out of step: {self.engine.broken}")
+        pings = [worker.ping.remote() for worker in self.workers]
+        await asyncio.wait_for(asyncio.gather(*pings), WORKER_PING_TIMEOUT_S)
+
+
+def context_parallel_options(model: ModelConfig, options: ContextParallelOptions) -> dict[str, Any]:
+    """Serve options: the model's usual ones plus one bundle per rank, packed on one node."""
+    serve_options = model_options(model)
+    actor = serve_options["ray_actor_options"]
+    bundle = {key: actor[name] for key, name in (("CPU", "num_cpus"), ("GPU", "num_gpus")) if actor.get(name)}
+    serve_options.setdefault("placement_group_bundles", [bundle] * options.degree)
+    serve_options.setdefault("placement_group_strategy", "STRICT_PACK")
+    return serve_options
+
+
+def build_app(args: dict[str, Any] | None = None) -> serve.Application:
+    """:func:`deployments.app.build_app` plus ``context_parallel: {<model name>: ContextParallelOptions}``."""
+    args = dict(args or {})
+    context_parallel = args.pop("context_parallel", {}) or {}
+    config = ServiceConfig.model_validate(args)
+    unknown = set(context_parallel) - {model.served_name for model in config.models}
+    if unknown:
+        raise ValueError(f"context_parallel names models that are not configured: {sorted(unknown)}")
+    handles = {}
+    for model in config.models:
+        if model.served_name in context_parallel:
+            options = ContextParallelOptions.model_validate(context_parallel[model.served_name])
+            deployment = ContextParallelFlux2Model.options(**context_parallel_options(model, options))
+            handles[model.served_name] = deployment.bind(model.model_dump(mode="json"), options.model_dump(mode="json"))
+        else:
+            deployment = Flux2Model.options(**model_options(model))
+            handles[model.served_name] = deployment.bind(model.model_dump(mode="json"))
+    ingress = ImagesIngress.options(**config.ingress_options) if config.ingress_options else ImagesIngress
+    return ingress.bind(handles, config.model_dump(mode="json"))

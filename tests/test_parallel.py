@@ -1,0 +1,156 @@
+"""Context parallelism on CPU: the real diffusers code path over a gloo group of 2 processes, on the tiny model.
+
+(a) Ray-free: two spawned ranks give the single-process images (uint8, within 1 level); the sequence is
+    really split; a size that does not split is a clean 400 on every rank and leaves the group usable.
+(b) Ray: a 2-rank replica in a STRICT_PACK placement group on fake GPUs, reached over HTTP, gives the
+    same image as a 1-GPU replica of the same model.
+"""
+
+from __future__ import annotations
+
+import queue
+import traceback
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from deployments.config import ModelConfig
+from deployments.engine import Flux2Engine, ModelLoadError
+from deployments.engine.load import load_pipeline
+from deployments.engine.parallel import ContextParallelOptions, check_supported, free_port
+from deployments.protocol import ImageRequest, ServiceError
+
+TINY_DEV = {
+    "source": "tiny-dev",
+    "warmup_shapes": [{"width": 64, "height": 64, "references": 1}],
+    "default_size": [64, 64],
+}
+RNG = np.random.default_rng(0)
+REFERENCE = RNG.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+REQUESTS = [
+    ImageRequest(prompt="a red car", width=64, height=64, seed=3, num_inference_steps=3),
+    ImageRequest(prompt="a red car", width=80, height=80, seed=3, num_inference_steps=2),  # 25 tokens: odd
+    ImageRequest(prompt="make it blue", width=64, height=64, images=(REFERENCE,), seed=5, num_inference_steps=3),
+]
+
+
+def _rank_main(rank: int, world_size: int, port: int, results: Any) -> None:
+    """One rank: join gloo, load with context parallelism, warm up, run REQUESTS; rank 0 reports."""
+    torch.set_num_threads(1)
+    try:
+        from deployments.engine import warm_up
+        from deployments.engine.parallel import ContextParallelEngine, init_process_group
+
+        init_process_group(rank, world_size, "127.0.0.1", port, backend="gloo", timeout_s=60)
+        engine = ContextParallelEngine.from_config(
+            ModelConfig.model_validate(TINY_DEV), ContextParallelOptions(degree=world_size)
+        )
+        warm_up(engine)
+        seen: list[int] = []
+        engine.pipeline.transformer.transformer_blocks[0].register_forward_pre_hook(
+            lambda _module, _args, kwargs: seen.append(kwargs["hidden_states"].shape[1]), with_kwargs=True
+        )
+        outputs: list[Any] = []
+        for request in REQUESTS:
+            seen.clear()
+            try:
+                outputs.append((engine.generate(request).images, max(seen)))
+            except ServiceError as exc:
+                outputs.append(exc.code)
+        if rank == 0:
+            results.put(("ok", outputs))
+        torch.distributed.destroy_process_group()
+    except BaseException:
+        results.put(("error", f"rank {rank}: {traceback.format_exc()}"))
+
+
+def test_two_ranks_match_one_process() -> None:
+    ctx = mp.get_context("spawn")
+    results, port = ctx.Queue(), free_port()
+    ranks = [ctx.Process(target=_rank_main, args=(rank, 2, port, results)) for rank in range(2)]
+    for process in ranks:
+        process.start()
+    # The single-process reference runs while the ranks start.
+    single = Flux2Engine.from_config(ModelConfig.model_validate(TINY_DEV))
+    expected = [single.generate(REQUESTS[0]).images, single.generate(REQUESTS[2]).images]
+    try:
+        status, outputs = results.get(timeout=150)
+    except queue.Empty:
+        pytest.fail("the context-parallel ranks did not answer in time")
+    finally:
+        for process in ranks:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+    assert status == "ok", outputs
+    (t2i, t2i_tokens), not_divisible, (edit, edit_tokens) = outputs
+    assert not_divisible == "size_not_divisible"  # and the group still ran the edit after it
+    assert t2i_tokens == 16 // 2  # 64x64 -> 4x4 image tokens, split over 2 ranks
+    assert edit_tokens == (16 + 16) // 2  # plus the reference's 16 tokens
+    for got, want in zip([t2i, edit], expected, strict=True):
+        assert len(got) == len(want) == 1
+        diff = np.abs(got[0].astype(np.int16) - want[0].astype(np.int16))
+        assert diff.max() <= 1, f"context-parallel output differs from one process by up to {diff.max()} levels"
+
+
+def test_unsupported_setups_are_refused_before_any_collective() -> None:
+    dev = load_pipeline(ModelConfig.model_validate(TINY_DEV))
+    check_supported(dev, ModelConfig.model_validate(TINY_DEV), ContextParallelOptions(degree=2))
+    with pytest.raises(ModelLoadError, match="attention heads"):  # the tiny model has 2 heads
+        check_supported(dev, ModelConfig.model_validate(TINY_DEV), ContextParallelOptions(degree=4))
+    with pytest.raises(ModelLoadError, match="log-sum-exp"):
+        check_supported(dev, ModelConfig.model_validate(TINY_DEV), ContextParallelOptions(degree=2, mode="ring"))
+    ring = ModelConfig.model_validate({**TINY_DEV, "attention_backend": "_native_cudnn"})
+    check_supported(dev, ring, ContextParallelOptions(degree=2, mode="ring"))
+    with pytest.raises(ModelLoadError, match="step caches"):
+        check_supported(
+            dev, ModelConfig.model_validate({**TINY_DEV, "step_cache": "magcache"}), ContextParallelOptions(degree=2)
+        )
+    kv_config = ModelConfig.model_validate({**TINY_DEV, "source": "tiny-klein-kv"})
+    with pytest.raises(ModelLoadError, match="Flux2KleinKVPipeline"):
+        check_supported(load_pipeline(kv_config), kv_config, ContextParallelOptions(degree=2))
+    with pytest.raises(ValueError):
+        ContextParallelOptions(degree=1)
+
+
+# --- (b) the Ray path: a 2-rank replica on fake GPUs, over HTTP -------------------------------------------------
+
+PARALLEL_CONFIG = {
+    "models": [
+        {**TINY_DEV, "name": name, "deployment_options": {"ray_actor_options": {"num_gpus": 1, "num_cpus": 0.1}}}
+        for name in ("tiny-cp", "tiny-single")
+    ],
+    "context_parallel": {"tiny-cp": {"degree": 2, "timeout_s": 60}},
+    "ingress_options": {"ray_actor_options": {"num_cpus": 0.1}},
+}
+
+
+def test_context_parallel_replica_over_http(ray_cluster: dict[str, int]) -> None:
+    import httpx
+    import ray
+    from conftest import decode_b64_image
+    from ray import serve
+
+    from deployments.parallel_model import build_app
+
+    serve.run(build_app(PARALLEL_CONFIG), name="parallel", route_prefix="/parallel")
+    groups = [g for g in ray.util.placement_group_table().values() if g["state"] == "CREATED"]
+    assert any(g["strategy"] == "STRICT_PACK" and len(g["bundles"]) == 2 for g in groups), groups
+    assert all(b.get("GPU") == 1 for g in groups if len(g["bundles"]) == 2 for b in g["bundles"].values())
+
+    body = {"prompt": "a red car", "size": "64x64", "seed": 11, "num_inference_steps": 3}
+    images = {}
+    with httpx.Client(base_url=f"http://127.0.0.1:{ray_cluster['http']}/parallel", timeout=120) as client:
+        for model in ("tiny-cp", "tiny-single"):
+            response = client.post("/v1/images/generations", json={**body, "model": model})
+            assert response.status_code == 200, response.text
+            images[model] = np.asarray(decode_b64_image(response.json()["data"][0]["b64_json"]), dtype=np.int16)
+        odd = client.post("/v1/images/generations", json={**body, "size": "80x80", "model": "tiny-cp"})
+        assert odd.status_code == 400 and odd.json()["error"]["code"] == "size_not_divisible", odd.text
+        again = client.post("/v1/images/generations", json={**body, "model": "tiny-cp"})
+        assert again.status_code == 200, again.text  # the group is still in step after the refused size
+    assert np.abs(images["tiny-cp"] - images["tiny-single"]).max() <= 1
+    serve.delete("parallel")
