@@ -156,7 +156,7 @@ def encode_image(pixels: np.ndarray, output_format: str, compression: int | None
     image = Image.fromarray(pixels)
     buffer = io.BytesIO()
     if output_format == "png":
-        level = 6 if compression is None else round(compression * 9 / 100)
+        level = 1 if compression is None else round(compression * 9 / 100)  # fast by default: ~2x vs 6
         image.save(buffer, format="PNG", compress_level=level)
     else:
         quality = 95 if compression is None else max(1, 100 - compression)
