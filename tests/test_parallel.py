@@ -154,3 +154,25 @@ def test_context_parallel_replica_over_http(ray_cluster: dict[str, int]) -> None
         assert again.status_code == 200, again.text  # the group is still in step after the refused size
     assert np.abs(images["tiny-cp"] - images["tiny-single"]).max() <= 1
     serve.delete("parallel")
+
+
+def test_serve_config_of_the_gpu_run_builds() -> None:
+    """bench/multi_gpu/serve_cp.yaml: the CP model gets one {GPU: 1} bundle per rank, packed on one node."""
+    from pathlib import Path
+
+    import yaml
+
+    from deployments.parallel_model import build_app, context_parallel_options
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "multi_gpu" / "serve_cp.yaml"
+    args = yaml.safe_load(path.read_text())["applications"][0]["args"]
+    build_app(args)
+    model = ModelConfig.model_validate(args["models"][0])
+    options = context_parallel_options(
+        model, ContextParallelOptions.model_validate(args["context_parallel"]["dev-cp2"])
+    )
+    assert options["placement_group_bundles"] == [{"CPU": 2, "GPU": 1}] * 2
+    assert options["placement_group_strategy"] == "STRICT_PACK"
+    assert options["ray_actor_options"]["num_gpus"] == 1 and options["num_replicas"] == 1
+    with pytest.raises(ValueError, match="not configured"):
+        build_app({**args, "context_parallel": {"nope": {"degree": 2}}})
