@@ -261,12 +261,18 @@ class ContextParallelEngine(Flux2Engine):
     def _run_pipeline(
         self, requests: list[ImageRequest], steps: int, guidance: float, reporter: StepReporter | None = None
     ) -> list[np.ndarray]:
+        """Start the same run on the followers (``fan_out``), run this rank's share, then wait for them.
+
+        A refused split is refused by every rank, so the followers are waited for and the group stays in
+        step; any other failure leaves the group out of step (``_guarded`` marks it broken) and the
+        followers are not waited for: they go down with the group.
+        """
         wait = self.fan_out(requests, steps, guidance) if self.fan_out is not None else None
         try:
             images = super()._run_pipeline(requests, steps, guidance, reporter)
-        except BaseException:
-            if wait is not None:
-                wait(False)  # keep in step with the followers; this rank's error is the one reported
+        except AssertionError as exc:
+            if wait is not None and _SHARD_ERROR in str(exc):
+                wait(False)  # the followers refuse the same split: wait, and the group stays in step
             raise
         if wait is not None:
             wait(True)
