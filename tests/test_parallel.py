@@ -176,3 +176,25 @@ def test_serve_config_of_the_gpu_run_builds() -> None:
     assert options["ray_actor_options"]["num_gpus"] == 1 and options["num_replicas"] == 1
     with pytest.raises(ValueError, match="not configured"):
         build_app({**args, "context_parallel": {"nope": {"degree": 2}}})
+
+
+def test_a_failed_run_breaks_the_group_but_a_refused_split_does_not() -> None:
+    from deployments.engine.parallel import ContextParallelBroken, ContextParallelEngine
+
+    engine = object.__new__(ContextParallelEngine)  # the error mapping alone, no process group
+    engine.rank, engine.world_size, engine.broken = 0, 2, None
+
+    def refused_split() -> None:
+        raise AssertionError("Tensor size along dimension to be sharded must be divisible by mesh size")
+
+    def failed() -> None:
+        raise RuntimeError("NCCL error: unhandled system error")
+
+    with pytest.raises(ServiceError) as refused:
+        engine._guarded(refused_split)
+    assert refused.value.code == "size_not_divisible" and refused.value.status == 400 and engine.broken is None
+    with pytest.raises(ContextParallelBroken):
+        engine._guarded(failed)
+    assert engine.broken and "NCCL error" in engine.broken
+    with pytest.raises(ContextParallelBroken, match="out of step"):
+        engine._guarded(lambda: None)  # refuses all work until the group is rebuilt
