@@ -39,11 +39,19 @@ def model_options(model: ModelConfig) -> dict[str, Any]:
     return options
 
 
+def bind_model(model: ModelConfig) -> serve.Application:
+    """A 1-GPU-per-replica deployment, or a context-parallel one spanning ``context_parallel.degree`` GPUs."""
+    if model.context_parallel is not None:
+        from deployments.parallel_model import ContextParallelFlux2Model, context_parallel_options
+
+        deployment = ContextParallelFlux2Model.options(**context_parallel_options(model))
+    else:
+        deployment = Flux2Model.options(**model_options(model))
+    return deployment.bind(model.model_dump(mode="json"))
+
+
 def build_app(args: dict[str, Any] | None = None) -> serve.Application:
     config = ServiceConfig.model_validate(args or {})
-    handles = {
-        model.served_name: Flux2Model.options(**model_options(model)).bind(model.model_dump(mode="json"))
-        for model in config.models
-    }
+    handles = {model.served_name: bind_model(model) for model in config.models}
     ingress = ImagesIngress.options(**config.ingress_options) if config.ingress_options else ImagesIngress
     return ingress.bind(handles, config.model_dump(mode="json"))

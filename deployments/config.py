@@ -51,6 +51,23 @@ class Limits(_Strict):
     request_timeout_s: float = Field(default=600.0, gt=0)
 
 
+class ContextParallel(_Strict):
+    """One replica spans ``degree`` GPUs of one host to cut one request's latency (docs/multi_gpu.md)."""
+
+    degree: int = Field(ge=2, le=64, description="ranks (GPUs) per replica")
+    mode: Literal["ulysses", "ring"] = Field(
+        default="ulysses",
+        description="ulysses: all-to-all over heads (heads must divide by degree); ring: K/V rotated, needs an "
+        "attention backend returning log-sum-exp (flash, _native_cudnn, ...)",
+    )
+    any_length: bool = Field(
+        default=False,
+        description="diffusers' ulysses_anything / ring_anything: sequences and heads not divisible by the degree "
+        "(uneven all-gathers: NCCL only, extra size exchange per attention call). Off: such sizes get HTTP 400",
+    )
+    timeout_s: float = Field(default=600.0, gt=0, description="torch.distributed collective timeout")
+
+
 class ModelConfig(_Strict):
     """One served FLUX.2 model: where its weights come from and how the engine runs it."""
 
@@ -96,6 +113,9 @@ class ModelConfig(_Strict):
     vram_pressure_fraction: float = Field(default=0.9, gt=0.0, le=1.0)
     deployment_options: dict[str, Any] = Field(
         default_factory=dict, description="Ray Serve options for this model's deployment (autoscaling, ...)"
+    )
+    context_parallel: ContextParallel | None = Field(
+        default=None, description="split each request's transformer over several GPUs (one replica = degree GPUs)"
     )
 
     @field_validator("default_size")

@@ -13,8 +13,8 @@ workers (``follow``) just before running it itself, and waits for them after. Wa
 A run that fails on any rank after the ranks started exchanging tensors leaves the group out of step:
 the replica then refuses work and fails its health check, and Serve replaces it (and its workers).
 
-Config: ``build_app`` here takes the usual service config plus
-``context_parallel: {<served model name>: {degree: 2, mode: ulysses}}``.
+Config: a model with ``context_parallel: {degree: 2, mode: ulysses}``; ``deployments.app.build_app`` then binds
+this deployment for it.
 """
 
 from __future__ import annotations
@@ -31,16 +31,9 @@ from ray.util.placement_group import get_current_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from deployments.app import model_options
-from deployments.config import ModelConfig, ServiceConfig
+from deployments.config import ModelConfig
 from deployments.engine import warm_up
-from deployments.engine.parallel import (
-    ContextParallelEngine,
-    ContextParallelOptions,
-    default_backend,
-    free_port,
-    init_process_group,
-)
-from deployments.ingress import ImagesIngress
+from deployments.engine.parallel import ContextParallelEngine, default_backend, free_port, init_process_group
 from deployments.model import Flux2Model
 from deployments.protocol import ImageRequest
 
@@ -57,15 +50,14 @@ class ContextParallelWorker:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flux2-cp-rank")
         self.engine: ContextParallelEngine | None = None
 
-    def start(
-        self, rank: int, master_addr: str, master_port: int, backend: str, model_config: dict, options: dict
-    ) -> str:
+    def start(self, rank: int, master_addr: str, master_port: int, backend: str, model_config: dict) -> str:
         """Join the group and load (rank 0 does the same at the same time); returns where this rank runs."""
 
         def load() -> str:
-            parsed = ContextParallelOptions.model_validate(options)
-            device = init_process_group(rank, parsed.degree, master_addr, master_port, backend, parsed.timeout_s)
-            self.engine = ContextParallelEngine.from_config(ModelConfig.model_validate(model_config), parsed)
+            config = ModelConfig.model_validate(model_config)
+            options = config.context_parallel
+            device = init_process_group(rank, options.degree, master_addr, master_port, backend, options.timeout_s)
+            self.engine = ContextParallelEngine.from_config(config)
             return f"rank {rank} on {ray.util.get_node_ip_address()} {device}"
 
         return self._thread.submit(load).result()
@@ -91,8 +83,11 @@ class ContextParallelWorker:
 class ContextParallelFlux2Model(Flux2Model.func_or_class):
     """A :class:`~deployments.model.Flux2Model` whose engine spans the replica's placement group (rank 0 here)."""
 
-    def __init__(self, model_config: dict[str, Any], context_parallel: dict[str, Any]):
-        self.options = ContextParallelOptions.model_validate(context_parallel)
+    def __init__(self, model_config: dict[str, Any]):
+        options = ModelConfig.model_validate(model_config).context_parallel
+        if options is None:
+            raise ValueError("ContextParallelFlux2Model needs a model config with context_parallel set")
+        self.options = options
         self.workers: list[Any] = []
         super().__init__(model_config)
 
@@ -101,9 +96,9 @@ class ContextParallelFlux2Model(Flux2Model.func_or_class):
         self.workers = self._start_workers()
         backend = default_backend()
         addr, port = ray.util.get_node_ip_address(), free_port()
-        config_json, options_json = self.config.model_dump(mode="json"), self.options.model_dump(mode="json")
+        config_json = self.config.model_dump(mode="json")
         started = [
-            worker.start.remote(rank, addr, port, backend, config_json, options_json)
+            worker.start.remote(rank, addr, port, backend, config_json)
             for rank, worker in enumerate(self.workers, start=1)
         ]
         init_process_group(0, self.options.degree, addr, port, backend, self.options.timeout_s)
@@ -168,32 +163,13 @@ class ContextParallelFlux2Model(Flux2Model.func_or_class):
         await asyncio.wait_for(asyncio.gather(*pings), WORKER_PING_TIMEOUT_S)
 
 
-def context_parallel_options(model: ModelConfig, options: ContextParallelOptions) -> dict[str, Any]:
+def context_parallel_options(model: ModelConfig) -> dict[str, Any]:
     """Serve options: the model's usual ones plus one bundle per rank, packed on one node."""
+    if model.context_parallel is None:
+        raise ValueError(f"model {model.served_name} has no context_parallel section")
     serve_options = model_options(model)
     actor = serve_options["ray_actor_options"]
     bundle = {key: actor[name] for key, name in (("CPU", "num_cpus"), ("GPU", "num_gpus")) if actor.get(name)}
-    serve_options.setdefault("placement_group_bundles", [bundle] * options.degree)
+    serve_options.setdefault("placement_group_bundles", [bundle] * model.context_parallel.degree)
     serve_options.setdefault("placement_group_strategy", "STRICT_PACK")
     return serve_options
-
-
-def build_app(args: dict[str, Any] | None = None) -> serve.Application:
-    """:func:`deployments.app.build_app` plus ``context_parallel: {<model name>: ContextParallelOptions}``."""
-    args = dict(args or {})
-    context_parallel = args.pop("context_parallel", {}) or {}
-    config = ServiceConfig.model_validate(args)
-    unknown = set(context_parallel) - {model.served_name for model in config.models}
-    if unknown:
-        raise ValueError(f"context_parallel names models that are not configured: {sorted(unknown)}")
-    handles = {}
-    for model in config.models:
-        if model.served_name in context_parallel:
-            options = ContextParallelOptions.model_validate(context_parallel[model.served_name])
-            deployment = ContextParallelFlux2Model.options(**context_parallel_options(model, options))
-            handles[model.served_name] = deployment.bind(model.model_dump(mode="json"), options.model_dump(mode="json"))
-        else:
-            deployment = Flux2Model.options(**model_options(model))
-            handles[model.served_name] = deployment.bind(model.model_dump(mode="json"))
-    ingress = ImagesIngress.options(**config.ingress_options) if config.ingress_options else ImagesIngress
-    return ingress.bind(handles, config.model_dump(mode="json"))

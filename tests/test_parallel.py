@@ -120,10 +120,14 @@ def test_unsupported_setups_are_refused_before_any_collective() -> None:
 
 PARALLEL_CONFIG = {
     "models": [
-        {**TINY_DEV, "name": name, "deployment_options": {"ray_actor_options": {"num_gpus": 1, "num_cpus": 0.1}}}
-        for name in ("tiny-cp", "tiny-single")
+        {
+            **TINY_DEV,
+            "name": name,
+            "deployment_options": {"ray_actor_options": {"num_gpus": 1, "num_cpus": 0.1}},
+            **extra,
+        }
+        for name, extra in (("tiny-cp", {"context_parallel": {"degree": 2, "timeout_s": 60}}), ("tiny-single", {}))
     ],
-    "context_parallel": {"tiny-cp": {"degree": 2, "timeout_s": 60}},
     "ingress_options": {"ray_actor_options": {"num_cpus": 0.1}},
 }
 
@@ -131,19 +135,17 @@ PARALLEL_CONFIG = {
 def test_context_parallel_replica_over_http(ray_cluster: dict[str, int]) -> None:
     import httpx
     import ray
-    from conftest import decode_b64_image
+    from conftest import decode_b64_image, run_app
     from ray import serve
 
-    from deployments.parallel_model import build_app
-
-    serve.run(build_app(PARALLEL_CONFIG), name="parallel", route_prefix="/parallel")
+    url = run_app(PARALLEL_CONFIG, "parallel", "/parallel", ray_cluster["http"])
     groups = [g for g in ray.util.placement_group_table().values() if g["state"] == "CREATED"]
     assert any(g["strategy"] == "STRICT_PACK" and len(g["bundles"]) == 2 for g in groups), groups
     assert all(b.get("GPU") == 1 for g in groups if len(g["bundles"]) == 2 for b in g["bundles"].values())
 
     body = {"prompt": "a red car", "size": "64x64", "seed": 11, "num_inference_steps": 3}
     images = {}
-    with httpx.Client(base_url=f"http://127.0.0.1:{ray_cluster['http']}/parallel", timeout=120) as client:
+    with httpx.Client(base_url=url, timeout=120) as client:
         for model in ("tiny-cp", "tiny-single"):
             response = client.post("/v1/images/generations", json={**body, "model": model})
             assert response.status_code == 200, response.text
@@ -162,20 +164,18 @@ def test_serve_config_of_the_gpu_run_builds() -> None:
 
     import yaml
 
-    from deployments.parallel_model import build_app, context_parallel_options
+    from deployments.app import build_app
+    from deployments.parallel_model import context_parallel_options
 
     path = Path(__file__).resolve().parent.parent / "bench" / "multi_gpu" / "serve_cp.yaml"
     args = yaml.safe_load(path.read_text())["applications"][0]["args"]
     build_app(args)
-    model = ModelConfig.model_validate(args["models"][0])
-    options = context_parallel_options(
-        model, ContextParallelOptions.model_validate(args["context_parallel"]["dev-cp2"])
-    )
+    options = context_parallel_options(ModelConfig.model_validate(args["models"][0]))
     assert options["placement_group_bundles"] == [{"CPU": 2, "GPU": 1}] * 2
     assert options["placement_group_strategy"] == "STRICT_PACK"
     assert options["ray_actor_options"]["num_gpus"] == 1 and options["num_replicas"] == 1
-    with pytest.raises(ValueError, match="not configured"):
-        build_app({**args, "context_parallel": {"nope": {"degree": 2}}})
+    with pytest.raises(ValueError, match="no context_parallel"):
+        context_parallel_options(ModelConfig.model_validate(args["models"][1]))
 
 
 def test_a_failed_run_breaks_the_group_but_a_refused_split_does_not() -> None:

@@ -36,15 +36,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import Literal, TypeVar
+from typing import TypeVar
 from unittest import mock
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from diffusers import ContextParallelConfig
-from pydantic import BaseModel, ConfigDict, Field
 
+from deployments.config import ContextParallel as ContextParallelOptions
 from deployments.config import ModelConfig
 from deployments.engine.generate import Flux2Engine
 from deployments.engine.load import LoadedPipeline, ModelLoadError, load_pipeline
@@ -79,28 +79,10 @@ RING_BACKENDS = frozenset(
 _SHARD_ERROR = "divisible by mesh size"  # diffusers' EquipartitionSharder assertion
 
 
-class ContextParallelOptions(BaseModel):
-    """How one replica splits a request over ``degree`` devices (one rank per device)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    degree: int = Field(ge=2, le=64, description="ranks (GPUs) per replica")
-    mode: Literal["ulysses", "ring"] = Field(
-        default="ulysses",
-        description="ulysses: all-to-all over heads (heads must divide by degree); ring: K/V rotated, needs an "
-        "attention backend returning log-sum-exp (flash, _native_cudnn, ...)",
-    )
-    any_length: bool = Field(
-        default=False,
-        description="diffusers' ulysses_anything / ring_anything: sequences and heads not divisible by the degree "
-        "(uneven all-gathers: NCCL only, extra size exchange per attention call). Off: such sizes get HTTP 400",
-    )
-    timeout_s: float = Field(default=600.0, gt=0, description="torch.distributed collective timeout")
-
-    def diffusers_config(self) -> ContextParallelConfig:
-        if self.mode == "ulysses":
-            return ContextParallelConfig(ulysses_degree=self.degree, ulysses_anything=self.any_length)
-        return ContextParallelConfig(ring_degree=self.degree, ring_anything=self.any_length)
+def diffusers_config(options: ContextParallelOptions) -> ContextParallelConfig:
+    if options.mode == "ulysses":
+        return ContextParallelConfig(ulysses_degree=options.degree, ulysses_anything=options.any_length)
+    return ContextParallelConfig(ring_degree=options.degree, ring_anything=options.any_length)
 
 
 class ContextParallelBroken(RuntimeError):
@@ -181,7 +163,7 @@ def enable_context_parallel(transformer: torch.nn.Module, options: ContextParall
     if not dist.is_initialized():
         raise RuntimeError("torch.distributed must be initialised before enabling context parallelism")
     with _cpu_device_count():
-        transformer.enable_parallelism(config=options.diffusers_config())
+        transformer.enable_parallelism(config=diffusers_config(options))
 
 
 class _NoRetryMemory(MemoryManager):
@@ -211,9 +193,13 @@ class ContextParallelEngine(Flux2Engine):
 
     @classmethod
     def from_config(cls, config: ModelConfig, options: ContextParallelOptions | None = None) -> ContextParallelEngine:
-        """Load, split and optimise; every rank calls this together (the mesh is built collectively)."""
+        """Load, split and optimise; every rank calls this together (the mesh is built collectively).
+
+        ``options`` default to ``config.context_parallel``.
+        """
+        options = options or config.context_parallel
         if options is None:
-            raise TypeError("ContextParallelEngine.from_config needs ContextParallelOptions")
+            raise ModelLoadError("context parallelism needs ContextParallelOptions (or config.context_parallel)")
         configure_allocator()
         start = time.perf_counter()
         loaded = load_pipeline(config)
