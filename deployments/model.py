@@ -30,13 +30,18 @@ logger = logging.getLogger("ray.serve")
 WEDGED_AFTER_S = 1800.0
 
 
-@serve.deployment(
-    max_ongoing_requests=2,
-    max_queued_requests=64,
-    graceful_shutdown_timeout_s=600,
-    health_check_period_s=10,
-    health_check_timeout_s=30,
-)
+# One request on the GPU and one ready behind it; a bounded queue; draining outlasts the longest
+# allowed generation (limits.request_timeout_s, 600 s by default).
+MODEL_DEPLOYMENT_DEFAULTS = {
+    "max_ongoing_requests": 2,
+    "max_queued_requests": 64,
+    "graceful_shutdown_timeout_s": 660,
+    "health_check_period_s": 10,
+    "health_check_timeout_s": 30,
+}
+
+
+@serve.deployment(**MODEL_DEPLOYMENT_DEFAULTS)
 class Flux2Model:
     """Serves one FLUX.2 model; ``generate`` takes a validated ImageRequest and returns uint8 images."""
 

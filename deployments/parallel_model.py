@@ -34,7 +34,7 @@ from deployments.app import model_options
 from deployments.config import ModelConfig
 from deployments.engine import warm_up
 from deployments.engine.parallel import ContextParallelEngine, default_backend, free_port, init_process_group
-from deployments.model import Flux2Model
+from deployments.model import MODEL_DEPLOYMENT_DEFAULTS, Flux2Model
 from deployments.protocol import ImageRequest
 
 logger = logging.getLogger("ray.serve")
@@ -73,13 +73,7 @@ class ContextParallelWorker:
             )
 
 
-@serve.deployment(
-    max_ongoing_requests=2,
-    max_queued_requests=64,
-    graceful_shutdown_timeout_s=600,
-    health_check_period_s=10,
-    health_check_timeout_s=30,
-)
+@serve.deployment(**MODEL_DEPLOYMENT_DEFAULTS)
 class ContextParallelFlux2Model(Flux2Model.func_or_class):
     """A :class:`~deployments.model.Flux2Model` whose engine spans the replica's placement group (rank 0 here)."""
 
