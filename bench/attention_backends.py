@@ -1,0 +1,70 @@
+"""Transformer step time per diffusers attention backend (eager, bf16, random full-size weights).
+
+    python -m bench.attention_backends --source random-klein-4b --json out.json
+
+One forward of the transformer at 1024² text-to-image shapes (512 text tokens), timed with CUDA
+events (median of ``--reps`` after two warm-ups), for each backend that runs on this GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+
+import torch
+
+from deployments.engine.random_weights import build_transformer
+
+BACKENDS = ("native", "_native_cudnn", "_native_flash", "_native_efficient")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--source", default="random-klein-4b")
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--reps", type=int, default=10)
+    parser.add_argument("--json", required=True)
+    args = parser.parse_args()
+    transformer = build_transformer(args.source, device="cuda", dtype=torch.bfloat16).eval()
+    config = transformer.config
+    grid = args.size // 16
+    zero, span = torch.zeros(1, dtype=torch.long), torch.arange(grid)
+    image_ids = torch.cartesian_prod(zero, span, span, zero)
+    text_ids = torch.cartesian_prod(zero, zero, zero, torch.arange(512))
+    inputs = {
+        "hidden_states": torch.randn(1, grid * grid, config.in_channels, device="cuda", dtype=torch.bfloat16),
+        "encoder_hidden_states": torch.randn(1, 512, config.joint_attention_dim, device="cuda", dtype=torch.bfloat16),
+        "timestep": torch.full((1,), 0.5, device="cuda"),
+        "img_ids": image_ids.to("cuda"),
+        "txt_ids": text_ids.to("cuda"),
+        "guidance": torch.full((1,), 4.0, device="cuda") if config.guidance_embeds else None,
+        "return_dict": False,
+    }
+    figures: dict = {"source": args.source, "size": args.size, "tokens": grid * grid + 512, "ms": {}}
+    reference = None
+    for backend in BACKENDS:
+        try:
+            transformer.set_attention_backend(backend)
+            times = []
+            with torch.inference_mode():
+                for i in range(args.reps + 2):
+                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    start.record()
+                    out = transformer(**inputs)[0]
+                    end.record()
+                    torch.cuda.synchronize()
+                    if i >= 2:
+                        times.append(start.elapsed_time(end))
+            reference = out.float() if reference is None else reference
+            cosine = torch.nn.functional.cosine_similarity(out.float().flatten(), reference.flatten(), dim=0)
+            figures["ms"][backend] = {"median": round(statistics.median(times), 2), "cosine_vs_native": float(cosine)}
+        except Exception as exc:  # a backend this GPU or build lacks
+            figures["ms"][backend] = {"error": repr(exc)[:200]}
+        print(backend, figures["ms"][backend], flush=True)
+    with open(args.json, "w") as handle:
+        json.dump(figures, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()
