@@ -7,7 +7,6 @@ One ``Flux2Model`` deployment per configured model, named ``Flux2Model-<name>``,
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import ray
@@ -19,7 +18,7 @@ from deployments.model import Flux2Model
 
 
 def deployment_name(model: ModelConfig) -> str:
-    return "Flux2Model-" + re.sub(r"[^A-Za-z0-9_-]+", "-", model.served_name).strip("-")
+    return model.deployment_name
 
 
 def wants_gpu(model: ModelConfig) -> bool:

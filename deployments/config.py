@@ -5,6 +5,7 @@ No torch and no Ray here, so the ingress, the model deployment and the engine ca
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -128,6 +129,11 @@ class ModelConfig(_Strict):
     @property
     def served_name(self) -> str:
         return self.name or self.source
+
+    @property
+    def deployment_name(self) -> str:
+        """The Serve deployment that runs this model: ``Flux2Model-<name>``."""
+        return "Flux2Model-" + re.sub(r"[^A-Za-z0-9_-]+", "-", self.served_name).strip("-")
 
 
 class AuthConfig(_Strict):

@@ -38,7 +38,7 @@ from deployments.protocol import ImageRequest, ImageResult, ServiceError
 logger = logging.getLogger("ray.serve")
 
 IMAGE_FIELDS = ("image", "image[]")
-READY_TIMEOUT_S = 5.0
+DESCRIBE_TIMEOUT_S = 5.0
 
 app = FastAPI(
     title="FLUX.2 Images API",
@@ -141,6 +141,7 @@ class ImagesIngress:
         self.model_configs = {m.served_name: m for m in self.config.models}
         self.check_api_key = ApiKeyCheck(load_api_keys(self.config.auth))
         self.metrics = IngressMetrics()
+        self._infos: dict[str, dict[str, Any]] = {}
 
     @app.post("/v1/images/generations")
     async def generations(self, request: Request) -> JSONResponse:
@@ -211,13 +212,27 @@ class ImagesIngress:
 
     @app.get("/readyz")
     async def readyz(self) -> JSONResponse:
-        infos = await self._describe_all()
-        ready = all(name in infos for name in self.model_configs)
+        """Ready when every model has a running replica, by the controller's account.
+
+        Asking the replicas themselves would queue behind generations when they are busy, and a busy
+        service is not an unready one.
+        """
+        running = await asyncio.to_thread(self._running_replicas)
+        ready = all(running.values())
         body = {
             "status": "ready" if ready else "not_ready",
-            "models": {name: infos.get(name, {"ready": False}) for name in self.model_configs},
+            "models": {name: {"running_replicas": count} for name, count in running.items()},
         }
         return JSONResponse(body, status_code=200 if ready else 503)
+
+    def _running_replicas(self) -> dict[str, int]:
+        application = serve.status().applications[serve.get_replica_context().app_name]
+        return {
+            name: application.deployments[config.deployment_name].replica_states.get("RUNNING", 0)
+            if config.deployment_name in application.deployments
+            else 0
+            for name, config in self.model_configs.items()
+        }
 
     async def _observed(self, request: Request, handler: Awaitable[JSONResponse]) -> JSONResponse:
         """Count the request by route, model and status (errors included) and time it."""
@@ -337,11 +352,13 @@ class ImagesIngress:
         return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
 
     async def _describe_all(self) -> dict[str, dict[str, Any]]:
-        async def describe(name: str) -> dict[str, Any] | None:
-            try:
-                return await asyncio.wait_for(self.models[name].describe.remote(), READY_TIMEOUT_S)
-            except Exception:
-                return None
+        """Each model's description, asked once and kept: it is fixed once a replica is up."""
 
-        results = await asyncio.gather(*(describe(name) for name in self.models))
-        return {name: info for name, info in zip(self.models, results, strict=False) if info is not None}
+        async def describe(name: str) -> None:
+            try:
+                self._infos[name] = await asyncio.wait_for(self.models[name].describe.remote(), DESCRIBE_TIMEOUT_S)
+            except Exception:
+                logger.warning("model %s did not describe itself within %ss", name, DESCRIBE_TIMEOUT_S)
+
+        await asyncio.gather(*(describe(name) for name in self.models if name not in self._infos))
+        return self._infos

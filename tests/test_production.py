@@ -146,6 +146,22 @@ def test_queue_overflow_is_rejected_at_once_and_accepted_requests_complete(tight
     assert first_rejected - started < first_done - started  # rejections answer before the first image
 
 
+def test_busy_service_stays_ready(tight_url: str) -> None:
+    with httpx.Client(base_url=tight_url, timeout=120) as client, ThreadPoolExecutor(3) as pool:
+        assert client.get("/v1/models").json()["data"][0]["family"] == "dev"
+        busy = [pool.submit(client.post, "/v1/images/generations", json=SLOW) for _ in range(3)]
+        time.sleep(0.5)  # the replica is now generating with its queue full
+        started = time.monotonic()
+        ready = client.get("/readyz")
+        assert ready.status_code == 200 and time.monotonic() - started < 3, ready.text
+        assert ready.json()["models"]["flux2"]["running_replicas"] == 1
+        started = time.monotonic()
+        models = client.get("/v1/models").json()["data"]
+        assert models[0]["family"] == "dev" and time.monotonic() - started < 3  # described once, kept
+        for future in busy:
+            assert future.result().status_code in (200, 503)
+
+
 def test_client_disconnect_frees_its_queue_slot(tight_url: str) -> None:
     with httpx.Client(base_url=tight_url, timeout=0.3) as impatient, ThreadPoolExecutor(6) as pool:
         results = list(
