@@ -1,0 +1,29 @@
+"""The speed-option benchmark's plumbing on the tiny model (its figures mean nothing on a CPU)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.speed_options import parse_overrides
+
+
+def test_overrides_keep_commas_inside_json() -> None:
+    assert parse_overrides('compile=none,step_cache=taylorseer,step_cache_options={"a": 1, "b": 2}') == {
+        "compile": "none",
+        "step_cache": "taylorseer",
+        "step_cache_options": {"a": 1, "b": 2},
+    }
+
+
+def test_speed_options_reports_speedup_and_deviation(tmp_path: Path) -> None:
+    out = tmp_path / "so.json"
+    variant = 'step_cache=taylorseer,step_cache_options={"cache_interval": 3, "disable_cache_before_step": 4}'
+    command = [sys.executable, "-m", "bench.speed_options", "--source", "tiny-klein", "--size", "64", "--steps", "10"]
+    subprocess.run([*command, "--repeats", "1", "--variant", variant, "--json", str(out)], check=True, timeout=300)
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["variant"] for row in rows] == ["compile=none", variant]
+    assert rows[0]["rel_l2"] == 0 and rows[0]["cosine"] == 1
+    assert 0 < rows[1]["rel_l2"] < 0.05 and rows[1]["cosine"] > 0.99 and rows[1]["speedup"] > 0
