@@ -371,6 +371,19 @@ def main() -> None:
         guarded("assemble_dev", assemble)
 
     captured: dict = {}
+
+    def deviation_from_eager(pipeline) -> dict:
+        """One transformer step and the final t2i latents of ``pipeline`` against the eager run's captures."""
+        with torch.inference_mode():
+            step = pipeline.transformer(**captured["step_in"])
+            step = step[0] if isinstance(step, tuple) else step.sample
+            steps = spec["steps"][0]
+            lat = run_plain(pipeline, make_request(*shapes["t2i"], steps, seed=0), steps, guidance, "latent")
+        return {
+            "one_step": compare(step, captured["step_out"]),
+            "final_latents": compare(lat, captured["latents"]),
+        }
+
     n_for = {"t2i": args.n, "edit1": args.n}
     if family == "dev":
         n_for = {"t2i": args.n, "edit1": max(5, args.n // 2)}
@@ -468,17 +481,7 @@ def main() -> None:
                     )
                     res["engine"] = out
             if "step_in" in captured:
-                with torch.inference_mode():
-                    step = engine.pipeline.transformer(**captured["step_in"])
-                    step = step[0] if isinstance(step, tuple) else step.sample
-                    lat = run_plain(
-                        engine.pipeline, make_request(*shapes["t2i"], spec["steps"][0], seed=0), spec["steps"][0],
-                        guidance, "latent",
-                    )  # fmt: skip
-                out["deviation_vs_eager"] = {
-                    "one_step": compare(step, captured["step_out"]),
-                    "final_latents": compare(lat, captured["latents"]),
-                }
+                out["deviation_vs_eager"] = deviation_from_eager(engine.pipeline)
             timer.take_ms()
             timer.remove()
             res["engine"] = out
@@ -607,17 +610,7 @@ def main() -> None:
                     )
                     res["fp8"] = out
             if "step_in" in captured:
-                with torch.inference_mode():
-                    step = eng.pipeline.transformer(**captured["step_in"])
-                    step = step[0] if isinstance(step, tuple) else step.sample
-                    lat = run_plain(
-                        eng.pipeline, make_request(*shapes["t2i"], spec["steps"][0], seed=0), spec["steps"][0],
-                        guidance, "latent",
-                    )  # fmt: skip
-                out["deviation_vs_bf16_eager"] = {
-                    "one_step": compare(step, captured["step_out"]),
-                    "final_latents": compare(lat, captured["latents"]),
-                }
+                out["deviation_vs_bf16_eager"] = deviation_from_eager(eng.pipeline)
             timer.take_ms()
             timer.remove()
             res["fp8"] = out
