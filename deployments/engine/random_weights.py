@@ -33,7 +33,7 @@ from diffusers import (
 )
 from transformers import Mistral3Config, Mistral3ForConditionalGeneration, Qwen3Config, Qwen3ForCausalLM
 
-from deployments.engine.tiny import MISTRAL_TEMPLATE, QWEN3_TEMPLATE, _word_tokenizer
+from deployments.engine.tiny import mistral_tokenizer, qwen3_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -197,16 +197,7 @@ def build_vae(*, device: torch.device | str = "cpu", dtype: torch.dtype = torch.
 
 def build_tokenizer(source: str):
     _check_source(source)
-    if source == "random-dev":
-        specials = ["<unk>", "[IMG]", "<s>", "</s>", "<pad>", "[IMG_BREAK]", "[IMG_END]", "[INST]", "[/INST]"]
-        specials += ["[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]"]
-        return _word_tokenizer(
-            specials, unk="<unk>", pad="<pad>", bos="<s>", eos="</s>", chat_template=MISTRAL_TEMPLATE
-        )
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>", "user", "assistant", "system"]
-    return _word_tokenizer(
-        specials, unk="<|endoftext|>", pad="<|endoftext|>", eos="<|im_end|>", chat_template=QWEN3_TEMPLATE
-    )
+    return mistral_tokenizer() if source == "random-dev" else qwen3_tokenizer()
 
 
 def build_random_pipeline(

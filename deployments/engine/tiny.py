@@ -118,6 +118,41 @@ def _word_tokenizer(
     return tokenizer
 
 
+def qwen3_tokenizer() -> PreTrainedTokenizerFast:
+    """A word-level stand-in for klein's Qwen3 tokenizer, with its special tokens and chat template."""
+    return _word_tokenizer(
+        ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>", "user", "assistant", "system"],
+        unk="<|endoftext|>",
+        pad="<|endoftext|>",
+        eos="<|im_end|>",
+        chat_template=QWEN3_TEMPLATE,
+    )
+
+
+def mistral_tokenizer() -> PreTrainedTokenizerFast:
+    """A word-level stand-in for dev's Mistral-3 tokenizer; ids 0..4 are <unk>, [IMG], <s>, </s>, <pad>."""
+    return _word_tokenizer(
+        [
+            "<unk>",
+            "[IMG]",
+            "<s>",
+            "</s>",
+            "<pad>",
+            "[IMG_BREAK]",
+            "[IMG_END]",
+            "[INST]",
+            "[/INST]",
+            "[SYSTEM_PROMPT]",
+            "[/SYSTEM_PROMPT]",
+        ],
+        unk="<unk>",
+        pad="<pad>",
+        bos="<s>",
+        eos="</s>",
+        chat_template=MISTRAL_TEMPLATE,
+    )
+
+
 def _transformer(guidance_embeds: bool) -> Flux2Transformer2DModel:
     return Flux2Transformer2DModel(
         patch_size=1,
@@ -165,18 +200,11 @@ def build_tiny_klein(seed: int = 0) -> Flux2KleinPipeline:
             max_position_embeddings=512,
         )
     )
-    tokenizer = _word_tokenizer(
-        ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>", "user", "assistant", "system"],
-        unk="<|endoftext|>",
-        pad="<|endoftext|>",
-        eos="<|im_end|>",
-        chat_template=QWEN3_TEMPLATE,
-    )
     return Flux2KleinPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(),
         vae=_vae(),
         text_encoder=text_encoder,
-        tokenizer=tokenizer,
+        tokenizer=qwen3_tokenizer(),
         transformer=_transformer(guidance_embeds=False),
         is_distilled=True,
     )
@@ -222,32 +250,11 @@ def build_tiny_dev(seed: int = 0) -> Flux2Pipeline:
             image_token_index=1,
         )
     )
-    # ids 0..4 match the config's special ids: <unk>, [IMG], <s>, </s>, <pad>
-    tokenizer = _word_tokenizer(
-        [
-            "<unk>",
-            "[IMG]",
-            "<s>",
-            "</s>",
-            "<pad>",
-            "[IMG_BREAK]",
-            "[IMG_END]",
-            "[INST]",
-            "[/INST]",
-            "[SYSTEM_PROMPT]",
-            "[/SYSTEM_PROMPT]",
-        ],
-        unk="<unk>",
-        pad="<pad>",
-        bos="<s>",
-        eos="</s>",
-        chat_template=MISTRAL_TEMPLATE,
-    )
     return Flux2Pipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(),
         vae=_vae(),
         text_encoder=text_encoder,
-        tokenizer=tokenizer,
+        tokenizer=mistral_tokenizer(),
         transformer=_transformer(guidance_embeds=True),
     )
 
