@@ -106,16 +106,7 @@ def check_params(params: ImageParams, limits: Limits) -> None:
 def build_generation_request(params: ImageParams, limits: Limits, default_size: tuple[int, int]) -> ImageRequest:
     check_params(params, limits)
     width, height = parse_size(params.size, limits) or default_size
-    return ImageRequest(
-        prompt=params.prompt,
-        width=width,
-        height=height,
-        n=params.n,
-        seed=_seed(params),
-        num_inference_steps=params.num_inference_steps,
-        guidance_scale=params.guidance_scale,
-        step_cache=params.step_cache,
-    )
+    return ImageRequest(width=width, height=height, **_request_fields(params))
 
 
 def build_edit_request(params: ImageParams, images: list[bytes], mask: bytes | None, limits: Limits) -> ImageRequest:
@@ -135,22 +126,19 @@ def build_edit_request(params: ImageParams, images: list[bytes], mask: bytes | N
     first_h, first_w = arrays[0].shape[:2]
     decoded_mask = decode_mask(mask, limits, (first_w, first_h)) if mask is not None else None
     width, height = parse_size(params.size, limits) or auto_size(first_w, first_h, limits)
-    return ImageRequest(
-        prompt=params.prompt,
-        width=width,
-        height=height,
-        images=arrays,
-        mask=decoded_mask,
-        n=params.n,
-        seed=_seed(params),
-        num_inference_steps=params.num_inference_steps,
-        guidance_scale=params.guidance_scale,
-        step_cache=params.step_cache,
-    )
+    return ImageRequest(width=width, height=height, images=arrays, mask=decoded_mask, **_request_fields(params))
 
 
-def _seed(params: ImageParams) -> int:
-    return params.seed if params.seed is not None else secrets.randbelow(2**31)
+def _request_fields(params: ImageParams) -> dict[str, Any]:
+    """What edits and generations pass on alike; a request without a seed gets a fresh one."""
+    return {
+        "prompt": params.prompt,
+        "n": params.n,
+        "seed": params.seed if params.seed is not None else secrets.randbelow(2**31),
+        "num_inference_steps": params.num_inference_steps,
+        "guidance_scale": params.guidance_scale,
+        "step_cache": params.step_cache,
+    }
 
 
 def images_response(result: ImageResult, params: ImageParams) -> dict[str, Any]:
