@@ -137,6 +137,17 @@ def decode_b64_image(b64: str) -> Image.Image:
     return image
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op thread: on a small shared CPU, more threads than free cores only slow the tiny models down."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[dict[str, int]]:
     """One local Ray for the whole run; 4 fake GPUs so num_gpus=1 replicas schedule on a CPU machine."""

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,14 +19,7 @@ from bench.eval.__main__ import main, parse_variant  # noqa: E402
 from bench.eval.cases import build_cases  # noqa: E402
 from bench.eval.metrics import ClipScorer, prompt_words, psnr, ssim  # noqa: E402
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a small shared CPU, more threads than free cores only slow the tiny models down."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _number(value) -> float:

@@ -23,13 +23,7 @@ from deployments.protocol import ImageRequest
 PROMPT = "replace the cat with a dog"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a small shared CPU, more threads than free cores only slow the tiny models down."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def source_image(width: int = 80, height: int = 96) -> np.ndarray:
