@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import math
+import os
+import struct
 import warnings
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -153,15 +158,67 @@ def auto_size(width: int, height: int, limits: Limits) -> tuple[int, int]:
 
 def encode_image(pixels: np.ndarray, output_format: str, compression: int | None) -> bytes:
     """Encode an (H, W, 3) uint8 array. ``compression`` is OpenAI's 0-100 (higher = smaller file)."""
-    image = Image.fromarray(pixels)
-    buffer = io.BytesIO()
     if output_format == "png":
         level = 1 if compression is None else round(compression * 9 / 100)  # fast by default: ~2x vs 6
-        image.save(buffer, format="PNG", compress_level=level)
-    else:
-        quality = 95 if compression is None else max(1, 100 - compression)
-        image.save(buffer, format=OUTPUT_FORMATS[output_format], quality=quality)
+        if pixels.ndim == 3 and pixels.shape[2] == 3 and pixels.dtype == np.uint8:
+            return encode_png(pixels, level)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="PNG", compress_level=level)
+        return buffer.getvalue()
+    quality = 95 if compression is None else max(1, 100 - compression)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=OUTPUT_FORMATS[output_format], quality=quality)
     return buffer.getvalue()
+
+
+# PNG output is on the latency path of every request. Pillow's encoder tries all five row filters on
+# every row and deflates on one thread: ~60-105 ms for a 1024x1024 image on two cores, against a
+# serving-overhead budget of 15 ms. This writer uses one filter (Up, cheap in numpy and as small as
+# Pillow's choice on photo-like images) and deflates horizontal slabs in parallel, the way pigz does.
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_UP_FILTER = 2
+_ZLIB_HEADER = b"\x78\x01"  # deflate, 32 KiB window; the level bits are informative only
+_PARALLEL_MIN_ROWS = 256  # below this, one slab on the calling thread is fastest
+_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+_DEFLATE_THREADS = max(1, min(8, _CPUS))
+_deflate_pool = ThreadPoolExecutor(max_workers=_DEFLATE_THREADS, thread_name_prefix="png-deflate")
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
+
+
+def _deflate_slab(data: np.ndarray, level: int, last: bool) -> bytes:
+    """Raw deflate of one slab. A sync flush ends the slab on a byte boundary without marking the
+    final block, so the slabs concatenate into one valid deflate stream (zlib releases the GIL)."""
+    compressor = zlib.compressobj(level, zlib.DEFLATED, -15)
+    return compressor.compress(data) + compressor.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
+
+
+def encode_png(pixels: np.ndarray, level: int = 1) -> bytes:
+    """8-bit RGB PNG of an (H, W, 3) uint8 array at zlib ``level`` (0 = stored), decoding to exactly
+    ``pixels``. Every row uses the Up filter (the first row against an all-zero prior row)."""
+    height, width, _ = pixels.shape
+    rows = np.ascontiguousarray(pixels).reshape(height, width * 3)
+    filtered = np.empty((height, 1 + width * 3), dtype=np.uint8)
+    filtered[:, 0] = _PNG_UP_FILTER
+    filtered[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])  # uint8 wraps mod 256, as PNG's rule does
+
+    slabs = _DEFLATE_THREADS if height >= _PARALLEL_MIN_ROWS else 1
+    if slabs == 1:
+        deflated = [_deflate_slab(filtered, level, last=True)]
+        checksum = zlib.adler32(filtered)
+    else:
+        bounds = [height * i // slabs for i in range(slabs + 1)]
+        parts = [filtered[start:end] for start, end in itertools.pairwise(bounds)]  # contiguous runs of whole rows
+        futures = [_deflate_pool.submit(_deflate_slab, part, level, i == slabs - 1) for i, part in enumerate(parts)]
+        checksum = zlib.adler32(filtered)  # runs while the slabs deflate
+        deflated = [future.result() for future in futures]
+    idat = b"".join([_ZLIB_HEADER, *deflated, struct.pack(">I", checksum)])
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, deflate, filter 0, no interlace
+    chunks = [_png_chunk(b"IHDR", header), _png_chunk(b"IDAT", idat), _png_chunk(b"IEND", b"")]
+    return b"".join([_PNG_SIGNATURE, *chunks])
 
 
 def to_b64(data: bytes) -> str:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from deployments import images
 from deployments.config import Limits
 from deployments.images import auto_size, decode_image, decode_mask, encode_image, parse_size
 from deployments.protocol import ServiceError
@@ -81,3 +84,66 @@ def test_encode_roundtrip(fmt: str, pil: str) -> None:
 def test_compression_makes_jpeg_smaller() -> None:
     pixels = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     assert len(encode_image(pixels, "jpeg", 90)) < len(encode_image(pixels, "jpeg", 0))
+
+
+def noise_image(height: int, width: int) -> np.ndarray:
+    return np.random.default_rng(height * 1000 + width).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def smooth_image(height: int, width: int) -> np.ndarray:
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([x * 255 // max(1, width - 1), y * 255 // max(1, height - 1), (x + y) % 256], -1).astype(np.uint8)
+
+
+def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """Split a PNG into (type, data) chunks, checking the signature and every CRC."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    chunks, offset = [], 8
+    while offset < len(data):
+        (length,) = struct.unpack(">I", data[offset : offset + 4])
+        kind, body = data[offset + 4 : offset + 8], data[offset + 8 : offset + 8 + length]
+        (crc,) = struct.unpack(">I", data[offset + 8 + length : offset + 12 + length])
+        assert crc == zlib.crc32(kind + body), kind
+        chunks.append((kind, body))
+        offset += 12 + length
+    return chunks
+
+
+@pytest.mark.parametrize("compression", [None, 0, 100])
+@pytest.mark.parametrize("make", [noise_image, smooth_image])
+@pytest.mark.parametrize("height,width", [(1, 1), (1, 40), (17, 33), (33, 17), (64, 64), (256, 7), (301, 23)])
+def test_png_roundtrip_is_exact(height: int, width: int, make, compression: int | None) -> None:
+    pixels = make(height, width)
+    data = encode_image(pixels, "png", compression)
+    decoded = Image.open(io.BytesIO(data))
+    assert decoded.format == "PNG" and decoded.mode == "RGB" and decoded.size == (width, height)
+    assert np.array_equal(np.asarray(decoded), pixels)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 8])
+@pytest.mark.parametrize("height", [256, 259, 300])
+def test_png_slabs_make_one_valid_zlib_stream(monkeypatch: pytest.MonkeyPatch, threads: int, height: int) -> None:
+    """Whatever the slab count (even or not), the IDAT is one zlib stream with a correct adler32 (which
+    Pillow does not check) and CRCs, and decodes to the Up-filtered rows."""
+    monkeypatch.setattr(images, "_DEFLATE_THREADS", threads)
+    pixels = noise_image(height, 19)
+    for compression in (None, 0, 100):
+        data = encode_image(pixels, "png", compression)
+        chunks = png_chunks(data)
+        assert [kind for kind, _ in chunks] == [b"IHDR", b"IDAT", b"IEND"]
+        assert chunks[0][1] == struct.pack(">IIBBBBB", 19, height, 8, 2, 0, 0, 0)
+        raw = np.frombuffer(zlib.decompress(chunks[1][1]), dtype=np.uint8).reshape(height, 1 + 19 * 3)
+        assert (raw[:, 0] == 2).all()
+        assert np.array_equal(np.cumsum(raw[:, 1:], axis=0, dtype=np.uint8), pixels.reshape(height, -1))
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), pixels)
+
+
+def test_png_accepts_non_contiguous_pixels() -> None:
+    pixels = noise_image(40, 30)[::-1, ::2]
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(encode_image(pixels, "png", None)))), pixels)
+
+
+def test_png_default_level_compresses_smooth_images() -> None:
+    pixels = smooth_image(512, 512)
+    assert len(encode_image(pixels, "png", None)) < 0.6 * pixels.nbytes
+    assert len(encode_image(pixels, "png", 0)) > pixels.nbytes  # level 0 stores
