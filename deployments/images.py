@@ -159,12 +159,7 @@ def auto_size(width: int, height: int, limits: Limits) -> tuple[int, int]:
 def encode_image(pixels: np.ndarray, output_format: str, compression: int | None) -> bytes:
     """Encode an (H, W, 3) uint8 array. ``compression`` is OpenAI's 0-100 (higher = smaller file)."""
     if output_format == "png":
-        level = 1 if compression is None else round(compression * 9 / 100)  # fast by default: ~2x vs 6
-        if pixels.ndim == 3 and pixels.shape[2] == 3 and pixels.dtype == np.uint8:
-            return encode_png(pixels, level)
-        buffer = io.BytesIO()
-        Image.fromarray(pixels).save(buffer, format="PNG", compress_level=level)
-        return buffer.getvalue()
+        return encode_png(pixels, 1 if compression is None else round(compression * 9 / 100))
     quality = 95 if compression is None else max(1, 100 - compression)
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format=OUTPUT_FORMATS[output_format], quality=quality)
@@ -191,7 +186,10 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
 def _deflate_slab(data: np.ndarray, level: int, last: bool) -> bytes:
     """Raw deflate of one slab. A sync flush ends the slab on a byte boundary without marking the
     final block, so the slabs concatenate into one valid deflate stream (zlib releases the GIL)."""
-    compressor = zlib.compressobj(level, zlib.DEFLATED, -15)
+    # At level 1 (the default) zlib's run-length strategy is ~40% faster on Up-filtered photos for ~the
+    # same size; screenshot-like images come out ~30% larger.
+    strategy = zlib.Z_RLE if level == 1 else zlib.Z_DEFAULT_STRATEGY
+    compressor = zlib.compressobj(level, zlib.DEFLATED, -15, 8, strategy)
     return compressor.compress(data) + compressor.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
 
 
