@@ -19,6 +19,7 @@ from deployments.engine.load import LoadedPipeline, load_pipeline, resolve_devic
 from deployments.engine.masking import run_masked_edit
 from deployments.engine.memory import MemoryManager, configure_allocator
 from deployments.engine.optimize import apply_optimizations, check_supported
+from deployments.engine.pixels import to_uint8
 from deployments.engine.progress import StepReporter
 from deployments.engine.step_cache import StepCache
 from deployments.protocol import ImageRequest, ImageResult, ModelInfo, ServiceError
@@ -181,9 +182,8 @@ class Flux2Engine:
                 num_images_per_prompt=per_prompt,
                 **guidance_kwargs,
                 generator=generators,
-                output_type="np",
+                output_type="pt",
                 callback_on_step_end=reporter,
                 callback_on_step_end_tensor_inputs=["latents"],
             )
-        pixels = np.clip(np.rint(output.images * 255.0), 0, 255).astype(np.uint8)
-        return list(pixels)
+        return list(to_uint8(output.images))

@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
+from deployments.engine.pixels import to_uint8
 from deployments.engine.progress import StepCallback, chain
 from deployments.protocol import ImageRequest, ServiceError
 
@@ -154,9 +155,9 @@ def vae_round_trip(pipeline, source: np.ndarray) -> np.ndarray:
             latents * std.to(latents) + bn.running_mean.view(1, -1, 1, 1).to(latents)
         )
         decoded = pipeline.image_processor.postprocess(
-            pipeline.vae.decode(latents, return_dict=False)[0], output_type="np"
+            pipeline.vae.decode(latents, return_dict=False)[0], output_type="pt"
         )
-    return np.clip(np.rint(decoded[0] * 255.0), 0, 255).astype(np.uint8)
+    return to_uint8(decoded)[0]
 
 
 def prepare_latent_blend(
@@ -234,5 +235,4 @@ def run_masked_edit(
             alpha = pixel_alpha(mask, feather, generated.device)
             kept = torch.tensor(source, device=generated.device).permute(2, 0, 1).float() / 255.0
             generated = alpha * generated + (1.0 - alpha) * kept  # alpha is exactly 0 outside: kept bit for bit
-        pixels = (generated * 255.0).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    return list(pixels)
+    return list(to_uint8(generated))
