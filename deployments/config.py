@@ -88,6 +88,10 @@ class ModelConfig(_Strict):
     compile_cache_dir: str | None = Field(
         default=None, description="persistent inductor cache; default: $HF_HOME/flux2-serve/compile-cache"
     )
+    compile_vae: bool = Field(default=False, description="also torch.compile the VAE decoder and encoder")
+    compile_text_encoder: bool = Field(
+        default=False, description="also torch.compile the text encoder's decoder layers (regionally)"
+    )
     fuse_qkv: bool = Field(default=False, description="fuse Q/K/V projections into one matmul")
     quantization: Literal["none", "fp8"] = Field(
         default="none", description="fp8: dynamic fp8 activations x fp8 weights in the transformer's linears"

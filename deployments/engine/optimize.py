@@ -80,7 +80,7 @@ def apply_optimizations(pipeline: DiffusionPipeline, config: ModelConfig, device
         swapped = quantize_transformer_fp8(transformer)
         logger.info("fp8: %d linear layers of the transformer blocks now run e4m3 x e4m3 (_scaled_mm)", swapped)
     mode = resolve_compile(config, device)
-    if mode == "none":
+    if mode == "none" and not (config.compile_vae or config.compile_text_encoder):
         return mode
     cache = configure_compile_cache(config.compile_cache_dir)
     kwargs = {"fullgraph": True}
@@ -88,7 +88,32 @@ def apply_optimizations(pipeline: DiffusionPipeline, config: ModelConfig, device
         kwargs["mode"] = config.compile_mode
     if mode == "regional":
         transformer.compile_repeated_blocks(**kwargs)
-    else:
+    elif mode == "full":
         transformer.compile(**kwargs)
-    logger.info("torch.compile %s %s (cache %s); graphs are built during warm-up", mode, kwargs, cache)
+    if config.compile_vae:
+        pipeline.vae.decoder.compile(**kwargs)
+        pipeline.vae.encoder.compile(**kwargs)  # reference images of edits
+    if config.compile_text_encoder:
+        # transformers' output-capturing hooks read a ContextVar, which dynamo cannot trace: allow breaks.
+        compile_decoder_layers(pipeline.text_encoder, {**kwargs, "fullgraph": False})
+    logger.info(
+        "torch.compile transformer=%s vae=%s text_encoder=%s %s (cache %s); graphs are built during warm-up",
+        mode,
+        config.compile_vae,
+        config.compile_text_encoder,
+        kwargs,
+        cache,
+    )
     return mode
+
+
+def compile_decoder_layers(text_encoder: torch.nn.Module, kwargs: dict) -> int:
+    """Regional compile of a transformers model: each decoder layer (the classes its ``_no_split_modules``
+    names) is compiled in place; identical layers share one graph."""
+    layer_classes = set(getattr(text_encoder, "_no_split_modules", None) or ())
+    layers = [module for module in text_encoder.modules() if type(module).__name__ in layer_classes]
+    if not layers:
+        raise ModelLoadError(f"compile_text_encoder: {type(text_encoder).__name__} names no decoder layer classes")
+    for layer in layers:
+        layer.compile(**kwargs)
+    return len(layers)
