@@ -14,7 +14,7 @@ from importlib.resources import files
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from ray import serve
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError
@@ -45,6 +45,11 @@ app = FastAPI(
     version="0.1.0",
     description="OpenAI-compatible image editing and generation with FLUX.2 on Ray Serve.",
 )
+
+
+def render_json(body: dict[str, Any]) -> bytes:
+    """JSON exactly as Starlette's JSONResponse renders it."""
+    return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
 
 
 @contextmanager
@@ -144,14 +149,14 @@ class ImagesIngress:
         self._infos: dict[str, dict[str, Any]] = {}
 
     @app.post("/v1/images/generations")
-    async def generations(self, request: Request) -> JSONResponse:
+    async def generations(self, request: Request) -> Response:
         return await self._observed(request, self._generations(request))
 
     @app.post("/v1/images/edits")
-    async def edits(self, request: Request) -> JSONResponse:
+    async def edits(self, request: Request) -> Response:
         return await self._observed(request, self._edits(request))
 
-    async def _generations(self, request: Request) -> JSONResponse:
+    async def _generations(self, request: Request) -> Response:
         started = time.perf_counter()
         self.check_api_key(request.headers.get("authorization"))
         limits = self.config.limits
@@ -170,7 +175,7 @@ class ImagesIngress:
             return await self._stream(name, image_request, params, "image_generation")
         return await self._generate(request, name, image_request, params, started)
 
-    async def _edits(self, request: Request) -> JSONResponse:
+    async def _edits(self, request: Request) -> Response:
         started = time.perf_counter()
         self.check_api_key(request.headers.get("authorization"))
         limits = self.config.limits
@@ -234,7 +239,7 @@ class ImagesIngress:
             for name, config in self.model_configs.items()
         }
 
-    async def _observed(self, request: Request, handler: Awaitable[JSONResponse]) -> JSONResponse:
+    async def _observed(self, request: Request, handler: Awaitable[Response]) -> Response:
         """Count the request by route, model and status (errors included) and time it."""
         started, status = time.perf_counter(), 500
         try:
@@ -289,11 +294,23 @@ class ImagesIngress:
 
     async def _generate(
         self, request: Request, name: str, image_request: ImageRequest, params: ImageParams, started: float
-    ) -> JSONResponse:
+    ) -> Response:
+        parsed = time.perf_counter()
         result = await self._call_model(name, image_request)
+        returned = time.perf_counter()
         request.state.images = len(result.images)
-        body = await asyncio.to_thread(images_response, result, params)
-        total_ms = (time.perf_counter() - started) * 1000
+        # Encoding images and rendering megabytes of base64 JSON take milliseconds: not on the event loop.
+        content = await asyncio.to_thread(lambda: render_json(images_response(result, params)))
+        done = time.perf_counter()
+        total_ms = (done - started) * 1000
+        generate_s, queue_s = result.timings.get("generate_s", 0.0), result.timings.get("queue_s", 0.0)
+        stages = {
+            "parse": parsed - started,  # read the body, validate, decode reference images
+            "queue": queue_s,  # waiting in the replica for the engine
+            "generate": generate_s,
+            "handle": returned - parsed - queue_s - generate_s,  # Ray: routing, transfers, replica bookkeeping
+            "encode": done - returned,  # image encoding + base64 + JSON
+        }
         headers = {
             "x-model": name,
             "x-model-weights": result.weights,
@@ -305,8 +322,9 @@ class ImagesIngress:
             "x-generate-ms": f"{result.timings.get('generate_s', 0) * 1000:.1f}",
             "x-queue-ms": f"{result.timings.get('queue_s', 0) * 1000:.1f}",
             "x-total-ms": f"{total_ms:.1f}",
+            "server-timing": ", ".join(f"{key};dur={value * 1000:.1f}" for key, value in stages.items()),
         }
-        return JSONResponse(body, headers=headers)
+        return Response(content, media_type="application/json", headers=headers)
 
     async def _call_model(self, name: str, image_request: ImageRequest) -> ImageResult:
         timeout = self.config.limits.request_timeout_s

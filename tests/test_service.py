@@ -23,6 +23,12 @@ def test_edit_with_single_image_field(client: httpx.Client) -> None:
     assert response.headers["x-model"] == "tiny-dev"  # the first configured model is the default
     assert response.headers["x-model-weights"] == "random-tiny"
     assert float(response.headers["x-total-ms"]) >= float(response.headers["x-generate-ms"]) > 0
+    stages = dict(part.split(";dur=") for part in response.headers["server-timing"].split(", "))
+    assert list(stages) == ["parse", "queue", "generate", "handle", "encode"]
+    durations = {key: float(value) for key, value in stages.items()}
+    assert durations["generate"] == float(response.headers["x-generate-ms"])
+    assert durations["parse"] > 0 and durations["encode"] > 0 and durations["handle"] > 0
+    assert sum(durations.values()) <= float(response.headers["x-total-ms"]) + 0.5  # the stages add up to the total
 
 
 def test_edit_with_image_array_and_auto_size(client: httpx.Client) -> None:
