@@ -168,6 +168,48 @@ class StepTimer:
             handle.remove()
 
 
+class StageTimer:
+    """Time per pipeline stage inside real requests (CUDA events; host clock on CPU).
+
+    Stages: the text encoder (``encode_prompt``), the VAE encoder (reference images), the VAE decoder,
+    each wrapped as a method on the instance (outside any compiled region), and every transformer
+    call through a :class:`StepTimer`. ``take_ms`` sums each stage since the last call.
+    """
+
+    STAGES = (("text_encoder", None, "encode_prompt"), ("vae_encode", "vae", "encode"), ("vae_decode", "vae", "decode"))
+
+    def __init__(self, pipeline):
+        self.steps = StepTimer(pipeline.transformer)
+        self.pending: dict[str, list[tuple[Any, Any]]] = {name: [] for name, _, _ in self.STAGES}
+        self._wrapped = []
+        for name, part, method in self.STAGES:
+            owner = getattr(pipeline, part) if part else pipeline
+            setattr(owner, method, self._wrap(name, getattr(owner, method)))
+            self._wrapped.append((owner, method))
+
+    def _wrap(self, name: str, original):
+        def timed(*args, **kwargs):
+            start = self.steps._event()
+            result = original(*args, **kwargs)
+            self.pending[name].append((start, self.steps._event()))
+            return result
+
+        return timed
+
+    def take_ms(self) -> dict[str, float]:
+        sync()
+        totals = {"transformer": sum(self.steps.take_ms())}
+        for name, spans in self.pending.items():
+            totals[name] = sum(s.elapsed_time(e) if cuda_ok() else (e - s) * 1e3 for s, e in spans)
+            spans.clear()
+        return totals
+
+    def remove(self) -> None:
+        self.steps.remove()
+        for owner, method in self._wrapped:
+            delattr(owner, method)  # the class's method shows through again
+
+
 class GpuUtilSampler:
     """Samples NVML GPU utilisation (percent of time a kernel ran) on a background thread."""
 

@@ -1,10 +1,12 @@
 """The same requests through Ray Serve over real HTTP: latency vs the engine time the replica reports.
 
-Serving overhead = client-side HTTP latency - ``x-generate-ms`` (the engine's own time for the
-request, measured inside the replica); it covers the proxy, the ingress (parse, validate, decode
-the references, PNG-encode the result), the handle call and the transfers.
+Serving overhead = client-side HTTP latency - the engine's own time for the request (measured inside
+the replica). The ingress's ``Server-Timing`` header splits it: ``parse`` (body, validation, reference
+decoding), ``queue``, ``handle`` (Ray routing and transfers), ``encode`` (image encoding, base64, JSON);
+what remains (``client``) is the proxy, the HTTP transfer and the client's JSON parsing.
 
-    python -m bench.serve_bench --source <folder|random-klein-4b> --cache <dir> --json <out.json>
+    python -m bench.serve_bench --source <folder|random-klein-4b> --cache <dir> --json <out.json> \
+        --formats png,jpeg --option compile_vae=true
 """
 
 from __future__ import annotations
@@ -37,6 +39,49 @@ def png(width: int, height: int, seed: int) -> bytes:
     return buffer.getvalue()
 
 
+def series(call, output_format: str, n: int, result: dict) -> dict:
+    """n timed requests (after one untimed) and the median of each part of their latency."""
+    import numpy as np
+
+    from bench.common import summary
+
+    totals, parts, sizes, statuses = [], [], [], []
+    for i in range(n + 1):
+        start = time.perf_counter()
+        response = call(i, output_format)
+        body = response.json()
+        elapsed = time.perf_counter() - start
+        statuses.append(response.status_code)
+        if response.status_code != 200:
+            result[f"{output_format}:error"] = response.text[:500]
+            continue
+        sizes.append(len(base64.b64decode(body["data"][0]["b64_json"])))
+        if i == 0:
+            continue  # first request of a shape: excluded from the figures
+        stages = {
+            key: float(value) / 1e3
+            for key, value in (part.split(";dur=") for part in response.headers["server-timing"].split(", "))
+        }
+        stages["client"] = elapsed - float(response.headers["x-total-ms"]) / 1e3
+        totals.append(elapsed)
+        parts.append(stages)
+    if not totals:
+        return {"statuses": sorted(set(statuses))}
+    overhead = [t - p["generate"] for t, p in zip(totals, parts, strict=True)]
+    p50_ms = lambda values: round(float(np.median(values)) * 1e3, 1)  # noqa: E731
+    return {
+        "http_total_s": summary(totals),
+        "engine_generate_s": summary([p["generate"] for p in parts]),
+        "overhead_ms_p50": p50_ms(overhead),
+        "overhead_ms_p95": round(float(np.percentile(overhead, 95)) * 1e3, 1),
+        "overhead_fraction_p50": round(float(np.median(overhead)) / float(np.median(totals)), 4),
+        "overhead_without_encode_ms_p50": p50_ms([o - p["encode"] for o, p in zip(overhead, parts, strict=True)]),
+        "parts_ms_p50": {key: p50_ms([p[key] for p in parts]) for key in parts[0] if key != "generate"},
+        "image_bytes_p50": int(np.median(sizes)),
+        "statuses": sorted(set(statuses)),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--source", required=True)
@@ -48,14 +93,15 @@ def main() -> None:
     parser.add_argument("--num-cpus", type=int, default=8)
     parser.add_argument("--gpu", type=int, default=1)
     parser.add_argument("--compile", default="regional")
+    parser.add_argument("--formats", default="png", help="output formats to time, comma-separated")
+    parser.add_argument("--option", action="append", default=[], help="ModelConfig overrides, key=value,...")
     args = parser.parse_args()
 
     import httpx
-    import numpy as np
     import ray
     from ray import serve
 
-    from bench.common import summary
+    from bench.speed_options import parse_overrides
     from deployments.app import build_app
 
     side = args.size
@@ -70,6 +116,8 @@ def main() -> None:
         ],
         "default_size": [side, side],
     }
+    for option in args.option:
+        model.update(parse_overrides(option))
     if not args.gpu:
         model["deployment_options"] = {"ray_actor_options": {"num_gpus": 0, "num_cpus": 0.5}}
     service = {
@@ -77,7 +125,7 @@ def main() -> None:
         "limits": {"max_side": 2048, "max_steps": 100},
         "ingress_options": {"max_ongoing_requests": 64},
     }
-    result: dict = {"source": args.source, "steps": args.steps, "size": side}
+    result: dict = {"source": args.source, "steps": args.steps, "size": side, "options": args.option}
     t0 = time.perf_counter()
     ray.init(num_cpus=args.num_cpus, num_gpus=args.gpu, include_dashboard=False, log_to_driver=False)
     port = free_port()
@@ -91,7 +139,7 @@ def main() -> None:
     try:
         with httpx.Client(base_url=url, timeout=600) as http:
 
-            def t2i(seed: int) -> httpx.Response:
+            def t2i(seed: int, output_format: str) -> httpx.Response:
                 return http.post(
                     "/v1/images/generations",
                     json={
@@ -100,10 +148,11 @@ def main() -> None:
                         "size": f"{side}x{side}",
                         "seed": seed,
                         "num_inference_steps": args.steps,
+                        "output_format": output_format,
                     },
                 )
 
-            def edit(seed: int) -> httpx.Response:
+            def edit(seed: int, output_format: str) -> httpx.Response:
                 return http.post(
                     "/v1/images/edits",
                     data={
@@ -112,38 +161,16 @@ def main() -> None:
                         "size": f"{side}x{side}",
                         "seed": str(seed),
                         "num_inference_steps": str(args.steps),
+                        "output_format": output_format,
                     },
                     files={"image": ("ref.png", ref, "image/png")},
                 )
 
             for name, call in (("t2i", t2i), ("edit1", edit)):
-                totals, engine, statuses = [], [], []
-                for i in range(args.n + 1):
-                    s = time.perf_counter()
-                    response = call(i)
-                    elapsed = time.perf_counter() - s
-                    statuses.append(response.status_code)
-                    if response.status_code != 200:
-                        result[f"{name}:error"] = response.text[:500]
-                        continue
-                    body = response.json()
-                    base64.b64decode(body["data"][0]["b64_json"])
-                    if i == 0:
-                        continue  # first request of a shape: excluded from the figures
-                    totals.append(elapsed)
-                    engine.append(float(response.headers["x-generate-ms"]) / 1e3)
-                overhead = [t - e for t, e in zip(totals, engine, strict=True)]
-                result[name] = {
-                    "http_total_s": summary(totals),
-                    "engine_generate_s": summary(engine),
-                    "overhead_ms_p50": round(float(np.median(overhead)) * 1e3, 1) if overhead else None,
-                    "overhead_ms_p95": round(float(np.percentile(overhead, 95)) * 1e3, 1) if overhead else None,
-                    "overhead_fraction_p50": round(float(np.median(overhead)) / float(np.median(totals)), 4)
-                    if overhead
-                    else None,
-                    "statuses": sorted(set(statuses)),
-                }
-                print(name, json.dumps(result[name]), flush=True)
+                for output_format in args.formats.split(","):
+                    key = f"{name}:{output_format}"
+                    result[key] = series(call, output_format, args.n, result)
+                    print(key, json.dumps(result[key]), flush=True)
     finally:
         serve.shutdown()
         ray.shutdown()

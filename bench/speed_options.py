@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.common import sync
+from bench.common import StageTimer, sync
 from deployments.config import ModelConfig, Shape
 from deployments.engine import Flux2Engine, warm_up
 from deployments.protocol import ImageRequest
@@ -62,22 +62,32 @@ def deviation(image: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     }
 
 
-def measure(config: ModelConfig, request: ImageRequest, repeats: int) -> tuple[np.ndarray, list[float]]:
-    """Load, warm up on the request's shape, then time ``repeats`` runs; returns the image and the times."""
+def measure(
+    config: ModelConfig, request: ImageRequest, repeats: int
+) -> tuple[np.ndarray, list[float], dict[str, float]]:
+    """Load, warm up on the request's shape, then time ``repeats`` runs.
+
+    Returns the image, the end-to-end times and the median milliseconds of each pipeline stage
+    ("other" = the rest: latents, scheduler, reference preprocessing, uint8 conversion, Python).
+    """
     engine = Flux2Engine.from_config(config)
     warm_up(engine)
-    times, image = [], None
+    timer = StageTimer(engine.pipeline)
+    times, image, stages = [], None, []
     for _ in range(repeats):
         sync()
         start = time.perf_counter()
         image = engine.generate(request).images[0]
         sync()
         times.append(time.perf_counter() - start)
+        stage_ms = timer.take_ms()
+        stages.append({**stage_ms, "other": times[-1] * 1e3 - sum(stage_ms.values())})
+    timer.remove()
     del engine
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    return image, times
+    return image, times, {key: round(statistics.median(s[key] for s in stages), 2) for key in stages[0]}
 
 
 def main() -> None:
@@ -107,7 +117,7 @@ def main() -> None:
     baseline_image, baseline_times = None, None
     for label in [args.baseline, *args.variant]:
         config = ModelConfig(source=args.source, warmup_shapes=(shape,), **parse_overrides(label))
-        image, times = measure(config, request, args.repeats)
+        image, times, stage_ms = measure(config, request, args.repeats)
         p50 = statistics.median(times)
         if baseline_image is None:
             baseline_image, baseline_times = image, times
@@ -116,6 +126,7 @@ def main() -> None:
             "p50_s": round(p50, 4),
             "speedup": round(statistics.median(baseline_times) / p50, 3),
             **{key: round(value, 6) for key, value in deviation(image, baseline_image).items()},
+            "stage_ms_p50": stage_ms,
         }
         rows.append(row)
         print(json.dumps(row), flush=True)

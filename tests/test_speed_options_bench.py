@@ -22,8 +22,13 @@ def test_speed_options_reports_speedup_and_deviation(tmp_path: Path) -> None:
     out = tmp_path / "so.json"
     variant = 'step_cache=taylorseer,step_cache_options={"cache_interval": 3, "disable_cache_before_step": 4}'
     command = [sys.executable, "-m", "bench.speed_options", "--source", "tiny-klein", "--size", "64", "--steps", "10"]
+    command += ["--references", "1"]
     subprocess.run([*command, "--repeats", "1", "--variant", variant, "--json", str(out)], check=True, timeout=300)
     rows = json.loads(out.read_text())["rows"]
     assert [row["variant"] for row in rows] == ["compile=none", variant]
     assert rows[0]["rel_l2"] == 0 and rows[0]["cosine"] == 1
     assert 0 < rows[1]["rel_l2"] < 0.05 and rows[1]["cosine"] > 0.99 and rows[1]["speedup"] > 0
+    for row in rows:  # every stage of the edit ran and was timed
+        stages = row["stage_ms_p50"]
+        assert set(stages) == {"transformer", "text_encoder", "vae_encode", "vae_decode", "other"}
+        assert all(stages[name] > 0 for name in ("transformer", "text_encoder", "vae_encode", "vae_decode"))
