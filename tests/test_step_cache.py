@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
+import torch
 
 from deployments.config import ModelConfig
 from deployments.engine import Flux2Engine
@@ -58,3 +61,20 @@ def test_magcache_with_ratios_skips_and_stays_close() -> None:
     rel_l2, cosine = deviation(cached.images[0], plain.images[0])
     assert cached.step_cache and not np.array_equal(cached.images[0], plain.images[0])  # it did skip work
     assert rel_l2 < 0.05 and cosine > 0.99, (rel_l2, cosine)
+
+
+def test_taylorseer_composes_with_regional_compile(tmp_path) -> None:
+    """The cache hooks stay out of the compiled regions: no graph break, same output as the eager cache."""
+    torch._dynamo.reset()
+    options = {"step_cache": "taylorseer", "step_cache_options": TAYLOR, "compile_cache_dir": str(tmp_path)}
+    try:
+        eager = Flux2Engine.from_config(ModelConfig(source="tiny-dev", compile="none", **options))
+        compiled = Flux2Engine.from_config(ModelConfig(source="tiny-dev", compile="regional", **options))
+        attention = [block.attn for block in compiled.pipeline.transformer.transformer_blocks]
+        assert all(isinstance(a.forward, functools.partial) for a in attention), "cache hooks are not installed"
+        want, got = eager.generate(REQUEST), compiled.generate(REQUEST)
+        assert got.step_cache
+        assert np.abs(want.images[0].astype(int) - got.images[0].astype(int)).max() <= 2
+        assert compiled.generate(ImageRequest(**{**REQUEST.__dict__, "step_cache": False})).images[0].shape
+    finally:
+        torch._dynamo.reset()

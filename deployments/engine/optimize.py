@@ -16,6 +16,7 @@ from diffusers import DiffusionPipeline
 
 from deployments.config import ModelConfig
 from deployments.engine.load import ModelLoadError
+from deployments.engine.step_cache import cache_hook_targets
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def apply_optimizations(pipeline: DiffusionPipeline, config: ModelConfig, device
     if config.compile_mode:
         kwargs["mode"] = config.compile_mode
     if mode == "regional":
-        transformer.compile_repeated_blocks(**kwargs)
+        compile_blocks(transformer, kwargs, cache_hook_targets(transformer, config))
     elif mode == "full":
         transformer.compile(**kwargs)
     if config.compile_vae:
@@ -105,6 +106,28 @@ def apply_optimizations(pipeline: DiffusionPipeline, config: ModelConfig, device
         cache,
     )
     return mode
+
+
+def compile_blocks(transformer: torch.nn.Module, kwargs: dict, hooked: set[torch.nn.Module]) -> int:
+    """Regional compile: the ``forward`` of each repeated block (``_repeated_blocks``) is compiled in place;
+    identical blocks share one graph. Returns how many regions were compiled.
+
+    Step-cache hooks (TaylorSeer, MagCache: ``hooked``) wrap a module's ``forward`` from outside with
+    per-step Python state that dynamo cannot trace, so no compiled region may contain one. Compiling the
+    method (not the module's whole call, as diffusers' ``compile_repeated_blocks`` does) lets a hook on
+    the block itself stay outside and call the compiled block; where the hooks sit inside a block
+    (TaylorSeer's attention modules), those modules are compiled instead and the rest of the block
+    stays eager.
+    """
+    names = set(transformer._repeated_blocks)
+    regions = []
+    for block in transformer.modules():
+        if type(block).__name__ in names:
+            inner = [module for module in block.modules() if module in hooked and module is not block]
+            regions.extend(inner or [block])
+    for module in regions:
+        module.forward = torch.compile(module.forward, **kwargs)
+    return len(regions)
 
 
 def compile_decoder_layers(text_encoder: torch.nn.Module, kwargs: dict) -> int:

@@ -31,6 +31,22 @@ def cache_config(config: ModelConfig, default_steps: int) -> Any | None:
     return None
 
 
+def cache_hook_targets(transformer: Any, config: ModelConfig) -> set[Any]:
+    """The modules the configured step cache will hook (attached once, listed, detached again).
+
+    Regional compile needs them: a compiled region must not contain a cache hook, whose per-step Python
+    state dynamo cannot trace (see ``optimize.compile_blocks``). Placement does not depend on steps.
+    """
+    cache = cache_config(config, default_steps=config.default_steps or 50)
+    if cache is None:
+        return set()
+    transformer.enable_cache(cache)
+    try:
+        return {module for module in transformer.modules() if getattr(module, "_diffusers_hook", None)}
+    finally:
+        transformer.disable_cache()
+
+
 class StepCache:
     """Owns the cache hooks of one transformer and scopes them to each pipeline call."""
 
