@@ -3,7 +3,7 @@
 Serving overhead = client-side HTTP latency - the engine's own time for the request (measured inside
 the replica). The ingress's ``Server-Timing`` header splits it: ``parse`` (body, validation, reference
 decoding), ``queue``, ``handle`` (Ray routing and transfers), ``encode`` (image encoding, base64, JSON);
-what remains (``client``) is the proxy, the HTTP transfer and the client's JSON parsing.
+what remains (``client``) is the proxy and the HTTP transfer until the client has the whole body.
 
     python -m bench.serve_bench --source <folder|random-klein-4b> --cache <dir> --json <out.json> \
         --formats png,jpeg --option compile_vae=true
@@ -48,9 +48,9 @@ def series(call, output_format: str, n: int, result: dict) -> dict:
     totals, parts, sizes, statuses = [], [], [], []
     for i in range(n + 1):
         start = time.perf_counter()
-        response = call(i, output_format)
-        body = response.json()
+        response = call(i, output_format)  # the whole body has arrived when this returns
         elapsed = time.perf_counter() - start
+        body = response.json()  # the client's own JSON parsing is not serving overhead
         statuses.append(response.status_code)
         if response.status_code != 200:
             result[f"{output_format}:error"] = response.text[:500]
