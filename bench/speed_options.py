@@ -83,7 +83,7 @@ def measure(
         stage_ms = timer.take_ms()
         stages.append({**stage_ms, "other": times[-1] * 1e3 - sum(stage_ms.values())})
     timer.remove()
-    del engine
+    del engine, timer  # the timer holds the transformer: keep nothing alive into the next variant
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
