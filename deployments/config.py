@@ -88,9 +88,11 @@ class ModelConfig(_Strict):
     compile_cache_dir: str | None = Field(
         default=None, description="persistent inductor cache; default: $HF_HOME/flux2-serve/compile-cache"
     )
-    compile_vae: bool = Field(default=False, description="also torch.compile the VAE decoder and encoder")
-    compile_text_encoder: bool = Field(
-        default=False, description="also torch.compile the text encoder's decoder layers (regionally)"
+    compile_vae: bool | None = Field(
+        default=None, description="torch.compile the VAE decoder and encoder; default: when the transformer is"
+    )
+    compile_text_encoder: bool | None = Field(
+        default=None, description="torch.compile the text encoder's layers; default: when the transformer is"
     )
     fuse_qkv: bool = Field(default=False, description="fuse Q/K/V projections into one matmul")
     quantization: Literal["none", "fp8"] = Field(

@@ -81,7 +81,10 @@ def apply_optimizations(pipeline: DiffusionPipeline, config: ModelConfig, device
         swapped = quantize_transformer_fp8(transformer)
         logger.info("fp8: %d linear layers of the transformer blocks now run e4m3 x e4m3 (_scaled_mm)", swapped)
     mode = resolve_compile(config, device)
-    if mode == "none" and not (config.compile_vae or config.compile_text_encoder):
+    # The VAE (decode: 89 -> 37 ms for klein at 1024² on an H200) and the text encoder follow the transformer.
+    compile_vae = mode != "none" if config.compile_vae is None else config.compile_vae
+    compile_text_encoder = mode != "none" if config.compile_text_encoder is None else config.compile_text_encoder
+    if mode == "none" and not (compile_vae or compile_text_encoder):
         return mode
     cache = configure_compile_cache(config.compile_cache_dir)
     kwargs = {"fullgraph": True}
@@ -91,17 +94,17 @@ def apply_optimizations(pipeline: DiffusionPipeline, config: ModelConfig, device
         compile_blocks(transformer, kwargs, cache_hook_targets(transformer, config))
     elif mode == "full":
         transformer.compile(**kwargs)
-    if config.compile_vae:
+    if compile_vae:
         pipeline.vae.decoder.compile(**kwargs)
         pipeline.vae.encoder.compile(**kwargs)  # reference images of edits
-    if config.compile_text_encoder:
+    if compile_text_encoder:
         # transformers' output-capturing hooks read a ContextVar, which dynamo cannot trace: allow breaks.
         compile_decoder_layers(pipeline.text_encoder, {**kwargs, "fullgraph": False})
     logger.info(
         "torch.compile transformer=%s vae=%s text_encoder=%s %s (cache %s); graphs are built during warm-up",
         mode,
-        config.compile_vae,
-        config.compile_text_encoder,
+        compile_vae,
+        compile_text_encoder,
         kwargs,
         cache,
     )
