@@ -151,6 +151,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=540.0, help="seconds this command may take")
     parser.add_argument("--n", type=int, default=10, help="timed requests per series")
     parser.add_argument("--mixed", type=int, default=200)
+    parser.add_argument("--mixed-budget", type=float, default=90.0, help="seconds the mixed run may take at most")
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--skip", default="", help="comma-separated sections to skip")
     parser.add_argument("--keep-files", action="store_true")
@@ -517,8 +518,8 @@ def main() -> None:
         def mixed() -> None:
             rng = random.Random(0)
             steps = spec["steps"][0] if family == "klein" else 8
-            # at least 30 s, at most 90 s; leave room for fp8 and (if possible) Ray Serve
-            budget_s = max(30.0, min(90.0, deadline.left() - fp8_reserve - serve_reserve))
+            # at least 30 s, at most --mixed-budget; leave room for fp8 and (if possible) Ray Serve
+            budget_s = max(30.0, min(args.mixed_budget, deadline.left() - fp8_reserve - serve_reserve))
             ooms = errors = done = 0
             by_shape: dict[str, list[float]] = {}
             engine.memory.reset_peak()
