@@ -58,6 +58,22 @@ def test_compiled_vae_and_text_encoder_match_eager(tmp_path) -> None:
         torch._dynamo.reset()
 
 
+def test_compiled_vae_serves_a_new_size_without_recompiling(tmp_path) -> None:
+    """Warm-up buckets are often all square: a later non-square size must not recompile the VAE on a request."""
+    torch._dynamo.reset()
+    config = ModelConfig(source="tiny-klein", compile="none", compile_vae=True, compile_text_encoder=False)
+    engine = Flux2Engine.from_config(config.model_copy(update={"compile_cache_dir": str(tmp_path)}))
+    graphs = torch._dynamo.utils.counters["stats"]
+    try:
+        # sizes above the CPU's small-convolution backend switch for the tiny VAE, as every real size is
+        engine.generate(ImageRequest(prompt="a red car", width=1024, height=1024, seed=3, num_inference_steps=1))
+        after_square = graphs["unique_graphs"]
+        engine.generate(ImageRequest(prompt="a red car", width=1280, height=1024, seed=3, num_inference_steps=1))
+        assert graphs["unique_graphs"] == after_square > 0, "a new output size recompiled the VAE"
+    finally:
+        torch._dynamo.reset()
+
+
 def test_compile_cache_dir_is_created_and_exported(tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     target = tmp_path / "a" / "b"
