@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import torch
+import torch.fx.experimental._config
 from diffusers import DiffusionPipeline
 
 from deployments.config import ModelConfig
@@ -95,8 +96,13 @@ def apply_optimizations(pipeline: DiffusionPipeline, config: ModelConfig, device
     elif mode == "full":
         transformer.compile(**kwargs)
     if compile_vae:
-        pipeline.vae.decoder.compile(**kwargs)
-        pipeline.vae.encoder.compile(**kwargs)  # reference images of edits (warm-up also makes both general)
+        # Dynamic from the start, and without "duck sizing" (which assumes height == width after a square
+        # warm-up): otherwise the first other output size recompiles the VAE on a user's request (89 s for
+        # dev's first 1344x768 edit on an H200). The switch is global; it only makes graphs more general.
+        torch.fx.experimental._config.use_duck_shape = False
+        vae_kwargs = {**kwargs, "dynamic": True}
+        pipeline.vae.decoder.compile(**vae_kwargs)
+        pipeline.vae.encoder.compile(**vae_kwargs)  # reference images of edits
     if compile_text_encoder:
         # transformers' output-capturing hooks read a ContextVar, which dynamo cannot trace: allow breaks.
         compile_decoder_layers(pipeline.text_encoder, {**kwargs, "fullgraph": False})
