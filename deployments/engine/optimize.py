@@ -1,8 +1,9 @@
 """Speed options applied to a loaded pipeline, all chosen by config.
 
 In order: attention backend, fused QKV projections, fp8 linears (``quantization: fp8``), then
-``torch.compile`` (regional: the repeated transformer blocks; full: the whole transformer) with a
-persistent inductor cache so restarted and newly scaled replicas warm from disk.
+``torch.compile`` (regional: the repeated transformer blocks; full: the whole transformer; and, by
+default with it, the VAE and the text encoder's layers) with a persistent inductor cache so restarted
+and newly scaled replicas warm from disk.
 """
 
 from __future__ import annotations
@@ -98,7 +99,8 @@ def apply_optimizations(pipeline: DiffusionPipeline, config: ModelConfig, device
     if compile_vae:
         # Dynamic from the start, and without "duck sizing" (which assumes height == width after a square
         # warm-up): otherwise the first other output size recompiles the VAE on a user's request (89 s for
-        # dev's first 1344x768 edit on an H200). The switch is global; it only makes graphs more general.
+        # dev's first 1344x768 edit on an H200). Costs ~10 ms of klein's 1024² decode (47 vs 37 ms static);
+        # docs/benchmarks.md has the variants. The switch is global; it only makes graphs more general.
         torch.fx.experimental._config.use_duck_shape = False
         vae_kwargs = {**kwargs, "dynamic": True}
         pipeline.vae.decoder.compile(**vae_kwargs)
