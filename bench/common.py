@@ -120,6 +120,20 @@ def matmul_ceiling(n: int = 8192, reps: int = 10) -> dict[str, float]:
     return result
 
 
+def mark() -> Any:
+    """A point in time on the device's stream: a recorded CUDA event, or the host clock on a CPU."""
+    if cuda_ok():
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+    return time.perf_counter()
+
+
+def elapsed_ms(start: Any, end: Any) -> float:
+    """Milliseconds between two :func:`mark` s (synchronize first on a GPU)."""
+    return start.elapsed_time(end) if cuda_ok() else (end - start) * 1e3
+
+
 class StepTimer:
     """CUDA-event timing of every transformer forward inside real pipeline calls (hooks, no re-compile)."""
 
@@ -133,21 +147,14 @@ class StepTimer:
             transformer.register_forward_hook(self._post, with_kwargs=True),
         ]
 
-    def _event(self):
-        if cuda_ok():
-            event = torch.cuda.Event(enable_timing=True)
-            event.record()
-            return event
-        return time.perf_counter()
-
     def _pre(self, module, args, kwargs):
         if self.capture_next:  # a copy of one step's inputs, for numerical comparisons
             self.captured = {k: (v.detach().clone() if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()}
-        self.pending.append((self._event(), None))
+        self.pending.append((mark(), None))
 
     def _post(self, module, args, kwargs, output):
         start, _ = self.pending[-1]
-        self.pending[-1] = (start, self._event())
+        self.pending[-1] = (start, mark())
         if self.capture_next:
             self.capture_next = False
             out = output[0] if isinstance(output, tuple) else output.sample
@@ -155,11 +162,7 @@ class StepTimer:
 
     def take_ms(self) -> list[float]:
         sync()
-        times = []
-        for start, end in self.pending:
-            if end is None:
-                continue
-            times.append(start.elapsed_time(end) if cuda_ok() else (end - start) * 1e3)
+        times = [elapsed_ms(start, end) for start, end in self.pending if end is not None]
         self.pending = []
         return times
 
@@ -189,9 +192,9 @@ class StageTimer:
 
     def _wrap(self, name: str, original):
         def timed(*args, **kwargs):
-            start = self.steps._event()
+            start = mark()
             result = original(*args, **kwargs)
-            self.pending[name].append((start, self.steps._event()))
+            self.pending[name].append((start, mark()))
             return result
 
         return timed
@@ -200,7 +203,7 @@ class StageTimer:
         sync()
         totals = {"transformer": sum(self.steps.take_ms())}
         for name, spans in self.pending.items():
-            totals[name] = sum(s.elapsed_time(e) if cuda_ok() else (e - s) * 1e3 for s, e in spans)
+            totals[name] = sum(elapsed_ms(start, end) for start, end in spans)
             spans.clear()
         return totals
 

@@ -19,14 +19,7 @@ import argparse  # noqa: E402
 import base64  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
-import socket  # noqa: E402
 from pathlib import Path  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def png(width: int, height: int, seed: int) -> bytes:
@@ -103,6 +96,7 @@ def main() -> None:
 
     from bench.speed_options import parse_overrides
     from deployments.app import build_app
+    from deployments.engine.parallel import free_port
 
     side = args.size
     model = {

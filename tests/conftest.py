@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
-import socket
 from collections.abc import Iterator
 
 import httpx
 import numpy as np
 import pytest
 from PIL import Image
+
+from deployments.engine.parallel import free_port
 
 TEST_LIMITS = {
     "max_body_bytes": 2 * 1024 * 1024,
@@ -112,12 +113,6 @@ TIMEOUT_CONFIG = {
     "limits": {**TEST_LIMITS, "request_timeout_s": 1.0},
     "ingress_options": {"ray_actor_options": {"num_cpus": 0.1}},
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def png_bytes(width: int, height: int, seed: int = 0, mode: str = "RGB") -> bytes:

@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import random
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,12 +31,6 @@ import numpy as np
 
 OUT = Path(os.environ.get("OUT", "bench-out"))
 APP = "scaling"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def service(args: argparse.Namespace, **deployment_options: Any) -> dict[str, Any]:
@@ -150,6 +143,7 @@ def main() -> None:
     from ray import serve
 
     from deployments.app import build_app
+    from deployments.engine.parallel import free_port
 
     gpus = args.gpus or torch.cuda.device_count()
     counts = [int(r) for r in args.replicas.split(",")] if args.replicas else [r for r in (1, 2, 4, 8) if r <= gpus]

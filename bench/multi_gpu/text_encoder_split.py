@@ -47,10 +47,6 @@ def timed(fn, repeats: int) -> tuple[float, Any]:
     return statistics.median(times), out
 
 
-def gib(nbytes: float) -> float:
-    return round(nbytes / 2**30, 2)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--source", default="random-dev")
@@ -63,7 +59,7 @@ def main() -> None:
 
     from PIL import Image
 
-    from bench.common import reference_images
+    from bench.common import gib, reference_images
     from deployments.config import ModelConfig
     from deployments.engine.load import load_pipeline
     from deployments.engine.optimize import apply_optimizations
