@@ -319,8 +319,8 @@ class ImagesIngress:
             "x-mask-applied": str(result.mask_applied).lower(),
             "x-step-cache": str(result.step_cache).lower(),
             "x-batch-size": str(int(result.timings.get("batch_size", 1))),
-            "x-generate-ms": f"{result.timings.get('generate_s', 0) * 1000:.1f}",
-            "x-queue-ms": f"{result.timings.get('queue_s', 0) * 1000:.1f}",
+            "x-generate-ms": f"{generate_s * 1000:.1f}",
+            "x-queue-ms": f"{queue_s * 1000:.1f}",
             "x-total-ms": f"{total_ms:.1f}",
             "server-timing": ", ".join(f"{key};dur={value * 1000:.1f}" for key, value in stages.items()),
         }

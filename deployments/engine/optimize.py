@@ -92,8 +92,9 @@ def apply_optimizations(pipeline: DiffusionPipeline, config: ModelConfig, device
     kwargs = {"fullgraph": True}
     if config.compile_mode:
         kwargs["mode"] = config.compile_mode
+    regions = layers = 0
     if mode == "regional":
-        compile_blocks(transformer, kwargs, cache_hook_targets(transformer, config))
+        regions = compile_blocks(transformer, kwargs, cache_hook_targets(transformer, config))
     elif mode == "full":
         transformer.compile(**kwargs)
     if compile_vae:
@@ -107,12 +108,15 @@ def apply_optimizations(pipeline: DiffusionPipeline, config: ModelConfig, device
         pipeline.vae.encoder.compile(**vae_kwargs)  # reference images of edits
     if compile_text_encoder:
         # transformers' output-capturing hooks read a ContextVar, which dynamo cannot trace: allow breaks.
-        compile_decoder_layers(pipeline.text_encoder, {**kwargs, "fullgraph": False})
+        layers = compile_decoder_layers(pipeline.text_encoder, {**kwargs, "fullgraph": False})
     logger.info(
-        "torch.compile transformer=%s vae=%s text_encoder=%s %s (cache %s); graphs are built during warm-up",
+        "torch.compile transformer=%s (%d regions) vae=%s text_encoder=%s (%d layers) %s (cache %s); "
+        "graphs are built during warm-up",
         mode,
+        regions,
         compile_vae,
         compile_text_encoder,
+        layers,
         kwargs,
         cache,
     )
