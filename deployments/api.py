@@ -9,11 +9,12 @@ import secrets
 import time
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deployments.config import Limits
-from deployments.images import auto_size, decode_image, decode_mask, encode_image, parse_size, to_b64
-from deployments.protocol import ImageRequest, ImageResult, PartialImage, ServiceError, StepProgress
+from deployments.images import auto_size, decode_image, decode_mask, encode_image, output_quality, parse_size, to_b64
+from deployments.protocol import EncodedImage, ImageRequest, ImageResult, PartialImage, ServiceError, StepProgress
 
 MAX_SEED = 2**62
 
@@ -138,21 +139,26 @@ def _request_fields(params: ImageParams) -> dict[str, Any]:
         "num_inference_steps": params.num_inference_steps,
         "guidance_scale": params.guidance_scale,
         "step_cache": params.step_cache,
+        "jpeg_quality": output_quality(params.output_compression) if params.output_format == "jpeg" else None,
     }
+
+
+def image_file(image: np.ndarray | EncodedImage, params: ImageParams) -> tuple[str, str]:
+    """(base64 file, "WxH") of one result image; a file the GPU already encoded passes through."""
+    if isinstance(image, EncodedImage):
+        return to_b64(image.data), f"{image.width}x{image.height}"
+    height, width = image.shape[:2]
+    return to_b64(encode_image(image, params.output_format, params.output_compression)), f"{width}x{height}"
 
 
 def images_response(result: ImageResult, params: ImageParams) -> dict[str, Any]:
     """The OpenAI ImagesResponse body."""
-    data = [
-        {"b64_json": to_b64(encode_image(pixels, params.output_format, params.output_compression))}
-        for pixels in result.images
-    ]
-    height, width = result.images[0].shape[:2]
+    files = [image_file(image, params) for image in result.images]
     return {
         "created": int(time.time()),
-        "data": data,
+        "data": [{"b64_json": b64} for b64, _ in files],
         "output_format": params.output_format,
-        "size": f"{width}x{height}",
+        "size": files[0][1],
     }
 
 
@@ -187,9 +193,7 @@ def stream_payloads(
                 **common,
             }
         ]
-    payloads = []
-    for pixels in event.images:
-        height, width = pixels.shape[:2]
-        b64 = to_b64(encode_image(pixels, params.output_format, params.output_compression))
-        payloads.append({"type": f"{prefix}.completed", "b64_json": b64, "size": f"{width}x{height}", **common})
-    return payloads
+    return [
+        {"type": f"{prefix}.completed", "b64_json": b64, "size": size, **common}
+        for b64, size in (image_file(image, params) for image in event.images)
+    ]

@@ -156,13 +156,17 @@ def auto_size(width: int, height: int, limits: Limits) -> tuple[int, int]:
     return snap(width), snap(height)
 
 
+def output_quality(compression: int | None) -> int:
+    """JPEG / WebP quality (1-100) for OpenAI's ``output_compression`` (0-100, higher = smaller file)."""
+    return 95 if compression is None else max(1, 100 - compression)
+
+
 def encode_image(pixels: np.ndarray, output_format: str, compression: int | None) -> bytes:
     """Encode an (H, W, 3) uint8 array. ``compression`` is OpenAI's 0-100 (higher = smaller file)."""
     if output_format == "png":
         return encode_png(pixels, 1 if compression is None else round(compression * 9 / 100))
-    quality = 95 if compression is None else max(1, 100 - compression)
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format=OUTPUT_FORMATS[output_format], quality=quality)
+    Image.fromarray(pixels).save(buffer, format=OUTPUT_FORMATS[output_format], quality=output_quality(compression))
     return buffer.getvalue()
 
 

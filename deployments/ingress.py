@@ -303,13 +303,14 @@ class ImagesIngress:
         content = await asyncio.to_thread(lambda: render_json(images_response(result, params)))
         done = time.perf_counter()
         total_ms = (done - started) * 1000
-        generate_s, queue_s = result.timings.get("generate_s", 0.0), result.timings.get("queue_s", 0.0)
+        timings = result.timings
+        generate_s, queue_s, output_s = (timings.get(key, 0.0) for key in ("generate_s", "queue_s", "output_s"))
         stages = {
             "parse": parsed - started,  # read the body, validate, decode reference images
             "queue": queue_s,  # waiting in the replica for the engine
             "generate": generate_s,
-            "handle": returned - parsed - queue_s - generate_s,  # Ray: routing, transfers, replica bookkeeping
-            "encode": done - returned,  # image encoding + base64 + JSON
+            "handle": returned - parsed - queue_s - generate_s - output_s,  # Ray: routing, transfers, bookkeeping
+            "encode": output_s + done - returned,  # images off the GPU (JPEG there or pixels), encoding, base64, JSON
         }
         headers = {
             "x-model": name,

@@ -163,7 +163,8 @@ class Flux2Model:
             raise
         finally:
             self._busy_since = None
-        queue_s = time.perf_counter() - queued_at - results[0].timings["generate_s"]
+        timings = results[0].timings
+        queue_s = time.perf_counter() - queued_at - timings["generate_s"] - timings["output_s"]
         for result in results:
             result.timings["queue_s"] = queue_s
         self.metrics.observe(

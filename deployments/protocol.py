@@ -1,7 +1,7 @@
 """Types shared by the ingress, the model deployment and the engine (no torch, no Ray).
 
-Images cross deployment boundaries as ``uint8`` arrays of shape (H, W, 3); masks as (H, W) uint8
-where 255 marks the editable region.
+Images cross deployment boundaries as ``uint8`` arrays of shape (H, W, 3), or as JPEG files when the
+model replica encoded them on its GPU; masks as (H, W) uint8 where 255 marks the editable region.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ class ImageRequest:
     num_inference_steps: int | None = None
     guidance_scale: float | None = None
     step_cache: bool | None = None  # None: the model's setting; False: off for this request
+    jpeg_quality: int | None = None  # the client wants JPEG: an engine that encodes on its GPU returns files
 
     @property
     def batch_key(self) -> tuple | None:
@@ -40,11 +41,21 @@ class ImageRequest:
         return (self.width, self.height, len(self.images))
 
 
+@dataclass(frozen=True)
+class EncodedImage:
+    """An image file encoded where the pixels were made (JPEG on the GPU)."""
+
+    data: bytes
+    format: str  # "jpeg"
+    width: int
+    height: int
+
+
 @dataclass
 class ImageResult:
     """What the engine returns: ``n`` images plus what the client needs to reproduce them."""
 
-    images: list[np.ndarray]
+    images: list[np.ndarray | EncodedImage]
     seed: int
     num_inference_steps: int
     guidance_scale: float
@@ -84,6 +95,7 @@ class ModelInfo:
     default_steps: int
     default_guidance_scale: float
     compile: str
+    device_jpeg: bool = False  # JPEG responses are encoded on the GPU
     warmup_s: float = 0.0
     load_s: float = 0.0
 

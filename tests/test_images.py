@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import struct
 import zlib
@@ -11,9 +12,10 @@ import pytest
 from PIL import Image
 
 from deployments import images
+from deployments.api import ImageParams, build_generation_request, images_response, stream_payloads
 from deployments.config import Limits
 from deployments.images import auto_size, decode_image, decode_mask, encode_image, parse_size
-from deployments.protocol import ServiceError
+from deployments.protocol import EncodedImage, ImageResult, ServiceError
 
 LIMITS = Limits()
 
@@ -147,3 +149,23 @@ def test_png_default_level_compresses_smooth_images() -> None:
     pixels = smooth_image(512, 512)
     assert len(encode_image(pixels, "png", None)) < 0.6 * pixels.nbytes
     assert len(encode_image(pixels, "png", 0)) > pixels.nbytes  # level 0 stores
+
+
+def test_gpu_encoded_files_pass_through_the_response_untouched() -> None:
+    pixels = np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)
+    jpeg = encode_image(pixels, "jpeg", None)
+    result = ImageResult(
+        images=[EncodedImage(jpeg, "jpeg", 48, 32)], seed=1, num_inference_steps=4, guidance_scale=1.0, weights="x"
+    )
+    params = ImageParams(prompt="p", output_format="jpeg")
+    body = images_response(result, params)
+    assert base64.b64decode(body["data"][0]["b64_json"]) == jpeg and body["size"] == "48x32"
+    (completed,) = stream_payloads(result, params, "image_generation")
+    assert base64.b64decode(completed["b64_json"]) == jpeg and completed["size"] == "48x32"
+
+
+@pytest.mark.parametrize("fmt,compression,quality", [("jpeg", None, 95), ("jpeg", 30, 70), ("png", None, None)])
+def test_requests_ask_for_jpeg_quality_only_when_jpeg_is_wanted(fmt: str, compression: int | None, quality) -> None:
+    params = ImageParams(prompt="p", output_format=fmt, output_compression=compression)
+    request = build_generation_request(params, Limits(), (64, 64))
+    assert request.jpeg_quality == quality

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -144,3 +145,13 @@ def test_fp8_linear_matches_linear_where_scaled_mm_runs_on_cpu() -> None:
     ref = linear(x)
     assert y.shape == ref.shape
     assert ((y.float() - ref).norm() / ref.norm()).item() < 0.06
+
+
+def test_device_jpeg_is_refused_on_cpu_and_auto_falls_back_to_pixels() -> None:
+    with pytest.raises(ModelLoadError, match=r"device_jpeg.*GPU"):
+        Flux2Engine.from_config(ModelConfig(source="tiny-klein", device_jpeg=True))
+    engine = Flux2Engine.from_config(ModelConfig(source="tiny-klein"))
+    assert engine.device_jpeg is False and engine.info.device_jpeg is False
+    result = engine.generate(dataclasses.replace(_request(1), jpeg_quality=90))
+    assert result.images[0].shape == (64, 64, 3) and result.images[0].dtype == np.uint8
+    assert result.timings["output_s"] >= 0 and result.timings["generate_s"] > 0

@@ -20,6 +20,7 @@ from bench.eval.report import contact_sheet, write_json, write_markdown
 from deployments.config import ModelConfig
 from deployments.engine import Flux2Engine
 from deployments.engine.masking import resize_mask, resize_source, run_masked_edit, vae_round_trip
+from deployments.engine.pixels import to_uint8
 from deployments.protocol import ImageRequest
 
 logger = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ def evaluate_case(
         row["psnr_inside"] = psnr(output, source, editable)
         if settings.latent_stage and request.mask is not None:
             guidance = result.guidance_scale if getattr(engine, "takes_guidance", True) else None  # KV pipeline: none
-            raw = run_masked_edit(engine.pipeline, request, steps, guidance, composite=False)[0]
+            raw = to_uint8(run_masked_edit(engine.pipeline, request, steps, guidance, composite=False))[0]
             row["psnr_outside_latent"] = psnr(raw, source, ~editable)
             row["psnr_outside_latent_vs_vae"] = psnr(raw, vae_round_trip(engine.pipeline, source), ~editable)
     return row, output

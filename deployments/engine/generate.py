@@ -19,10 +19,10 @@ from deployments.engine.load import LoadedPipeline, load_pipeline, resolve_devic
 from deployments.engine.masking import run_masked_edit
 from deployments.engine.memory import MemoryManager, configure_allocator
 from deployments.engine.optimize import apply_optimizations, check_supported
-from deployments.engine.pixels import to_uint8
+from deployments.engine.pixels import device_jpeg_unavailable_reason, encode_jpegs, host_pixels, to_uint8_tensor
 from deployments.engine.progress import StepReporter
 from deployments.engine.step_cache import StepCache
-from deployments.protocol import ImageRequest, ImageResult, ModelInfo, ServiceError
+from deployments.protocol import EncodedImage, ImageRequest, ImageResult, ModelInfo, ServiceError
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,8 @@ class Flux2Engine:
         # The reference-KV pipeline takes no guidance_scale (distilled klein ignores it anyway).
         self.takes_guidance = "guidance_scale" in inspect.signature(type(self.pipeline).__call__).parameters
         self.step_cache = StepCache(self.pipeline, loaded.family, config, self.default_steps)
+        # JPEG on the GPU: ~10x less to copy and to send on, and no CPU encoding in the ingress.
+        self.device_jpeg = config.device_jpeg is not False and device_jpeg_unavailable_reason(loaded.device) is None
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> Flux2Engine:
@@ -89,6 +91,7 @@ class Flux2Engine:
             default_steps=self.default_steps,
             default_guidance_scale=self.default_guidance_scale,
             compile=self.compile_mode,
+            device_jpeg=self.device_jpeg,
             warmup_s=round(self.warmup_s, 3),
             load_s=round(self.load_s, 3),
         )
@@ -113,22 +116,27 @@ class Flux2Engine:
         start = time.perf_counter()
         try:
             with self.step_cache.scope(first.step_cache) as cached:
-                images = self.memory.run(lambda: self._run_pipeline(requests, steps, guidance, reporter))
+                pixels = self.memory.run(lambda: self._run_pipeline(requests, steps, guidance, reporter))
+            if pixels.is_cuda:
+                torch.cuda.synchronize(pixels.device)
+            generate_s = time.perf_counter() - start
+            per_request = self._outputs(pixels, requests)
         finally:
             self.memory.after_request()
-        generate_s = time.perf_counter() - start
+        output_s = time.perf_counter() - start - generate_s
         self.warm_shapes.update(request.shape_key for request in requests)
         timings = {
             "generate_s": generate_s,
+            "output_s": output_s,
             "step_s": generate_s / steps,
             "peak_vram_gb": self.memory.peak_bytes() / 2**30,
             "batch_size": len(requests),
         }
-        results, offset = [], 0
-        for request in requests:
+        results = []
+        for request, images in zip(requests, per_request, strict=True):
             results.append(
                 ImageResult(
-                    images=images[offset : offset + request.n],
+                    images=images,
                     seed=request.seed,
                     num_inference_steps=steps,
                     guidance_scale=guidance,
@@ -138,8 +146,21 @@ class Flux2Engine:
                     step_cache=cached,
                 )
             )
-            offset += request.n
         return results
+
+    def _outputs(self, pixels: torch.Tensor, requests: list[ImageRequest]) -> list[list[np.ndarray | EncodedImage]]:
+        """Each request's images off the device: JPEG files encoded on the GPU when it asked for JPEG
+        and this engine can, else uint8 arrays."""
+        outputs, offset = [], 0
+        for request in requests:
+            chunk = pixels[offset : offset + request.n]
+            offset += request.n
+            if request.jpeg_quality is not None and self.device_jpeg:
+                files = encode_jpegs(chunk, request.jpeg_quality)
+                outputs.append([EncodedImage(data, "jpeg", request.width, request.height) for data in files])
+            else:
+                outputs.append(list(host_pixels(chunk)))
+        return outputs
 
     def _check_shape(self, request: ImageRequest) -> None:
         if self.compile_mode == "none" or request.shape_key in self.warm_shapes or not self.warm_shapes:
@@ -157,14 +178,17 @@ class Flux2Engine:
 
     def _run_pipeline(
         self, requests: list[ImageRequest], steps: int, guidance: float, reporter: StepReporter | None = None
-    ) -> list[np.ndarray]:
+    ) -> torch.Tensor:
+        """All requested images as one (N, 3, H, W) uint8 tensor on the pipeline's device."""
         request = requests[0]
         if reporter is not None:
             reporter.start(steps, request.width, request.height)
         guidance_kwargs = {"guidance_scale": guidance} if self.takes_guidance else {}
         if request.mask is not None:  # latent-space masked denoising + feathered composite
             guidance_or_none = guidance if self.takes_guidance else None
-            return run_masked_edit(self.pipeline, request, steps, guidance_or_none, step_callback=reporter)
+            return to_uint8_tensor(
+                run_masked_edit(self.pipeline, request, steps, guidance_or_none, step_callback=reporter)
+            )
         references = [Image.fromarray(image) for image in request.images] or None
         # Image i of a request uses seed + i, so each image can be reproduced alone with n=1.
         generators = [torch.Generator("cpu").manual_seed(r.seed + i) for r in requests for i in range(r.n)]
@@ -186,4 +210,4 @@ class Flux2Engine:
                 callback_on_step_end=reporter,
                 callback_on_step_end_tensor_inputs=["latents"],
             )
-        return list(to_uint8(output.images))
+        return to_uint8_tensor(output.images)

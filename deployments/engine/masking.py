@@ -196,8 +196,9 @@ def run_masked_edit(
     feather_px: float | None = None,
     composite: bool = True,
     step_callback: StepCallback | None = None,
-) -> list[np.ndarray]:
-    """Run ``request`` (which has a mask) on a Flux2Pipeline / Flux2KleinPipeline; uint8 (H, W, 3) images.
+) -> torch.Tensor:
+    """Run ``request`` (which has a mask) on a Flux2Pipeline / Flux2KleinPipeline; (n, 3, H, W) floats in
+    [0, 1] on the pipeline's device.
 
     ``composite=False`` returns the decoded latent-space result without the pixel composite (for
     measuring the latent stage alone).
@@ -235,4 +236,4 @@ def run_masked_edit(
             alpha = pixel_alpha(mask, feather, generated.device)
             kept = torch.tensor(source, device=generated.device).permute(2, 0, 1).float() / 255.0
             generated = alpha * generated + (1.0 - alpha) * kept  # alpha is exactly 0 outside: kept bit for bit
-    return list(to_uint8(generated))
+    return generated

@@ -58,6 +58,12 @@ def check_supported(config: ModelConfig, device: torch.device) -> None:
         reason = fp8_unsupported_reason(device)
         if reason:
             raise ModelLoadError(f"quantization 'fp8' is configured but cannot run here: {reason}")
+    if config.device_jpeg:
+        from deployments.engine.pixels import device_jpeg_unavailable_reason
+
+        reason = device_jpeg_unavailable_reason(device)
+        if reason:
+            raise ModelLoadError(f"device_jpeg is configured but cannot run here: {reason}")
 
 
 def resolve_compile(config: ModelConfig, device: torch.device) -> str:

@@ -38,7 +38,6 @@ from datetime import timedelta
 from typing import TypeVar
 from unittest import mock
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from diffusers import ContextParallelConfig
@@ -245,7 +244,7 @@ class ContextParallelEngine(Flux2Engine):
 
     def _run_pipeline(
         self, requests: list[ImageRequest], steps: int, guidance: float, reporter: StepReporter | None = None
-    ) -> list[np.ndarray]:
+    ) -> torch.Tensor:
         """Start the same run on the followers (``fan_out``), run this rank's share, then wait for them.
 
         A refused split is refused by every rank, so the followers are waited for and the group stays in
