@@ -1,9 +1,11 @@
-"""Transformer step time per diffusers attention backend (eager, bf16, random full-size weights).
+"""Attention on this GPU: raw SDPA kernel rates, and the transformer step per diffusers backend.
 
     python -m bench.attention_backends --source random-klein-4b --json out.json
 
-One forward of the transformer at 1024² text-to-image shapes (512 text tokens), timed with CUDA
-events (median of ``--reps`` after two warm-ups), for each backend that runs on this GPU.
+First each SDPA kernel (flash, cuDNN, memory-efficient) alone at FLUX.2's 1024² attention shapes, in
+TFLOP/s beside the bf16 matmul ceiling measured in the same run: how far attention is from the rate
+the linears reach. Then one forward of the transformer at 1024² text-to-image shapes (512 text
+tokens), timed with CUDA events (median of ``--reps`` after two warm-ups), for each backend.
 """
 
 from __future__ import annotations
@@ -13,10 +15,50 @@ import json
 import statistics
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from bench.common import matmul_ceiling
 from deployments.engine.random_weights import build_transformer
 
 BACKENDS = ("native", "_native_cudnn", "_native_flash", "_native_efficient")
+KERNELS = {
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+}
+# (heads, tokens) of one attention call at 1024²: 512 text tokens + 4096 image tokens (+ 4096 a reference)
+SHAPES = {
+    "klein-4b t2i": (24, 4608),
+    "klein-4b edit1": (24, 8704),
+    "dev t2i": (48, 4608),
+    "dev edit1": (48, 8704),
+}
+
+
+def kernel_rates(reps: int) -> dict:
+    """TFLOP/s of each SDPA kernel alone (forward, bf16, head dim 128, no mask)."""
+    rates: dict = {}
+    for name, (heads, tokens) in SHAPES.items():
+        q, k, v = (torch.randn(1, heads, tokens, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+        flops = 4 * heads * tokens * tokens * 128
+        rates[name] = {}
+        for kernel, backend in KERNELS.items():
+            try:
+                with sdpa_kernel(backend), torch.inference_mode():
+                    for _ in range(3):
+                        torch.nn.functional.scaled_dot_product_attention(q, k, v)
+                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    start.record()
+                    for _ in range(reps):
+                        torch.nn.functional.scaled_dot_product_attention(q, k, v)
+                    end.record()
+                    torch.cuda.synchronize()
+                ms = start.elapsed_time(end) / reps
+                rates[name][kernel] = {"ms": round(ms, 3), "tflops": round(flops / ms / 1e9, 1)}
+            except Exception as exc:  # a kernel this GPU or build lacks
+                rates[name][kernel] = {"error": repr(exc)[:200]}
+        print(name, rates[name], flush=True)
+    return rates
 
 
 def main() -> None:
@@ -26,6 +68,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--json", required=True)
     args = parser.parse_args()
+    figures: dict = {"matmul_ceiling": matmul_ceiling(), "sdpa_kernels": kernel_rates(args.reps)}
+    print("ceiling", figures["matmul_ceiling"], flush=True)
     transformer = build_transformer(args.source, device="cuda", dtype=torch.bfloat16).eval()
     config = transformer.config
     grid = args.size // 16
@@ -41,7 +85,7 @@ def main() -> None:
         "guidance": torch.full((1,), 4.0, device="cuda") if config.guidance_embeds else None,
         "return_dict": False,
     }
-    figures: dict = {"source": args.source, "size": args.size, "tokens": grid * grid + 512, "ms": {}}
+    figures.update({"source": args.source, "size": args.size, "tokens": grid * grid + 512, "ms": {}})
     reference = None
     for backend in BACKENDS:
         try:

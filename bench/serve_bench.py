@@ -6,7 +6,11 @@ decoding), ``queue``, ``handle`` (Ray routing and transfers), ``encode`` (image 
 what remains (``client``) is the proxy and the HTTP transfer until the client has the whole body.
 
     python -m bench.serve_bench --source <folder|random-klein-4b> --cache <dir> --json <out.json> \
-        --formats png,jpeg --option compile_vae=true
+        --formats png,jpeg --option compile_vae=true --variant device_jpeg=false
+
+``--variant`` serves a second copy of the model with those options beside the first (half a GPU each,
+same random weights), times both in the same run, and reports how close each one's JPEG is to its
+exact PNG (PSNR).
 """
 
 from __future__ import annotations
@@ -88,12 +92,16 @@ def main() -> None:
     parser.add_argument("--compile", default="regional")
     parser.add_argument("--formats", default="png", help="output formats to time, comma-separated")
     parser.add_argument("--option", action="append", default=[], help="ModelConfig overrides, key=value,...")
+    parser.add_argument("--variant", default=None, help="a second model with these overrides, key=value,...")
     args = parser.parse_args()
 
     import httpx
+    import numpy as np
     import ray
+    from PIL import Image
     from ray import serve
 
+    from bench.eval.metrics import psnr
     from bench.speed_options import parse_overrides
     from deployments.app import build_app
     from deployments.engine.parallel import free_port
@@ -112,14 +120,23 @@ def main() -> None:
     }
     for option in args.option:
         model.update(parse_overrides(option))
-    if not args.gpu:
-        model["deployment_options"] = {"ray_actor_options": {"num_gpus": 0, "num_cpus": 0.5}}
+    gpus = (0.5 if args.variant else 1) if args.gpu else 0
+    model["deployment_options"] = {"ray_actor_options": {"num_gpus": gpus, "num_cpus": 0.5}}
+    models = [model]
+    if args.variant:
+        models.append({**model, "name": "variant", **parse_overrides(args.variant)})
     service = {
-        "models": [model],
+        "models": models,
         "limits": {"max_side": 2048, "max_steps": 100},
         "ingress_options": {"max_ongoing_requests": 64},
     }
-    result: dict = {"source": args.source, "steps": args.steps, "size": side, "options": args.option}
+    result: dict = {
+        "source": args.source,
+        "steps": args.steps,
+        "size": side,
+        "options": args.option,
+        "variant": args.variant,
+    }
     t0 = time.perf_counter()
     ray.init(num_cpus=args.num_cpus, num_gpus=args.gpu, include_dashboard=False, log_to_driver=False)
     port = free_port()
@@ -133,11 +150,11 @@ def main() -> None:
     try:
         with httpx.Client(base_url=url, timeout=600) as http:
 
-            def t2i(seed: int, output_format: str) -> httpx.Response:
+            def t2i(seed: int, output_format: str, name: str = "bench") -> httpx.Response:
                 return http.post(
                     "/v1/images/generations",
                     json={
-                        "model": "bench",
+                        "model": name,
                         "prompt": "a photo of a red car in front of a house at sunset",
                         "size": f"{side}x{side}",
                         "seed": seed,
@@ -146,11 +163,11 @@ def main() -> None:
                     },
                 )
 
-            def edit(seed: int, output_format: str) -> httpx.Response:
+            def edit(seed: int, output_format: str, name: str = "bench") -> httpx.Response:
                 return http.post(
                     "/v1/images/edits",
                     data={
-                        "model": "bench",
+                        "model": name,
                         "prompt": "make the car blue",
                         "size": f"{side}x{side}",
                         "seed": str(seed),
@@ -160,11 +177,28 @@ def main() -> None:
                     files={"image": ("ref.png", ref, "image/png")},
                 )
 
-            for name, call in (("t2i", t2i), ("edit1", edit)):
-                for output_format in args.formats.split(","):
-                    key = f"{name}:{output_format}"
-                    result[key] = series(call, output_format, args.n, result)
-                    print(key, json.dumps(result[key]), flush=True)
+            for model_name in [m["name"] for m in models]:
+                prefix = "" if model_name == "bench" else f"{model_name} "
+                for name, call in (("t2i", t2i), ("edit1", edit)):
+                    for output_format in args.formats.split(","):
+                        key = f"{prefix}{name}:{output_format}"
+                        timed = lambda i, fmt, call=call, model_name=model_name: call(i, fmt, model_name)  # noqa: E731
+                        result[key] = series(timed, output_format, args.n, result)
+                        print(key, json.dumps(result[key]), flush=True)
+
+            def pixels(response: httpx.Response) -> np.ndarray:
+                data = base64.b64decode(response.json()["data"][0]["b64_json"])
+                return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+            for model_name in [m["name"] for m in models]:  # JPEG vs the exact pixels of the same request
+                exact = pixels(t2i(99, "png", model_name))
+                jpeg = t2i(99, "jpeg", model_name)
+                result[f"{model_name} jpeg_fidelity"] = {
+                    "psnr_db_vs_png": round(psnr(exact, pixels(jpeg)), 2),
+                    "jpeg_bytes": len(base64.b64decode(jpeg.json()["data"][0]["b64_json"])),
+                    "x_server_timing": jpeg.headers["server-timing"],
+                }
+                print(model_name, result[f"{model_name} jpeg_fidelity"], flush=True)
     finally:
         serve.shutdown()
         ray.shutdown()
