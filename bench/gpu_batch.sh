@@ -30,9 +30,10 @@ case ${1:-} in
     ;;
   klein-speed)
     C=compile_cache_dir=/tmp/cck,compile=regional
-    step autotune python3 -m bench.speed_options --source random-klein-4b --steps 4 --size 1024 --repeats 5 \
-      --baseline $C --variant $C,attention_backend=_native_cudnn --variant $C,compile_mode=max-autotune-no-cudagraphs \
-      --json "$OUT/so_klein_autotune.json"
+    step jpeg_probe python3 -m bench.jpeg_probe --json "$OUT/jpeg_probe.json"
+    step compile_modes python3 -m bench.speed_options --source random-klein-4b --steps 4 --size 1024 --repeats 5 \
+      --baseline $C --variant $C,compile_mode=max-autotune-no-cudagraphs --variant $C,compile_mode=reduce-overhead \
+      --json "$OUT/so_klein_compile_modes.json"
     ;;
   klein-mixed)
     step mixed_klein python3 -m bench.run_bench klein4b --budget 580 --mixed 200 --mixed-budget 470 \
