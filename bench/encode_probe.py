@@ -17,7 +17,6 @@ import numpy as np
 import ray
 
 from deployments.api import images_response
-from deployments.ingress import render_json
 
 FORMATS = ("png", "jpeg")
 
@@ -38,7 +37,7 @@ def probe(pixels: np.ndarray, repeats: int = 7) -> dict:
         walls, cpus = [], []
         for _ in range(repeats):
             wall, cpu = time.perf_counter(), time.thread_time()
-            render_json(images_response(result, params))
+            images_response(result, params)
             walls.append((time.perf_counter() - wall) * 1e3)
             cpus.append((time.thread_time() - cpu) * 1e3)
         out[output_format] = {

@@ -3,7 +3,7 @@
 For a 1024² noise image (what random weights produce) and a photo-like one (smooth shapes plus a
 little grain), at quality 95: encode time (the GPU one includes the copy of the file to the host;
 the CPU one starts from host pixels, after the 3 MB copy, timed separately), file size, PSNR to the
-pixels, and the base64 + JSON time the ingress then spends on that file.
+pixels, and the time the ingress then spends on that file (base64 + JSON: ``images_response``).
 
     python -m bench.jpeg_probe --json out.json
 """
@@ -22,9 +22,10 @@ import torch
 from PIL import Image
 
 from bench.eval.metrics import psnr
+from deployments.api import ImageParams, images_response
 from deployments.engine.pixels import encode_jpegs, host_pixels
-from deployments.images import encode_image, to_b64
-from deployments.ingress import render_json
+from deployments.images import encode_image
+from deployments.protocol import EncodedImage, ImageResult
 
 
 def median_ms(call: Callable[[], object], repeats: int) -> float:
@@ -63,9 +64,22 @@ def measure(pixels: np.ndarray, q: int, repeats: int) -> dict:
         "cpu_bytes": len(cpu_file),
         "gpu_psnr_db": round(psnr(pixels, decode(gpu_file)), 2),
         "cpu_psnr_db": round(psnr(pixels, decode(cpu_file)), 2),
-        "gpu_b64_json_ms": median_ms(lambda: render_json({"b64_json": to_b64(gpu_file)}), repeats),
-        "cpu_b64_json_ms": median_ms(lambda: render_json({"b64_json": to_b64(cpu_file)}), repeats),
+        "gpu_b64_json_ms": median_ms(lambda: response(gpu_file, pixels), repeats),
+        "cpu_b64_json_ms": median_ms(lambda: response(cpu_file, pixels), repeats),
     }
+
+
+def response(file: bytes, pixels: np.ndarray) -> bytes:
+    """The ingress's response body for one encoded file: base64 + JSON, nothing else."""
+    height, width = pixels.shape[:2]
+    result = ImageResult(
+        [EncodedImage(file, "jpeg", width, height)],
+        seed=0,
+        num_inference_steps=4,
+        guidance_scale=1.0,
+        weights="random-full",
+    )
+    return images_response(result, ImageParams(prompt="x", output_format="jpeg"))
 
 
 def main() -> None:

@@ -5,6 +5,8 @@ Ray-free and torch-free; the ingress deployment is a thin FastAPI layer over the
 
 from __future__ import annotations
 
+import base64
+import json
 import secrets
 import time
 from typing import Any, Literal
@@ -143,23 +145,27 @@ def _request_fields(params: ImageParams) -> dict[str, Any]:
     }
 
 
-def image_file(image: np.ndarray | EncodedImage, params: ImageParams) -> tuple[str, str]:
-    """(base64 file, "WxH") of one result image; a file the GPU already encoded passes through."""
+def image_file(image: np.ndarray | EncodedImage, params: ImageParams) -> tuple[bytes, str]:
+    """(file, "WxH") of one result image; a file the GPU already encoded passes through."""
     if isinstance(image, EncodedImage):
-        return to_b64(image.data), f"{image.width}x{image.height}"
+        return image.data, f"{image.width}x{image.height}"
     height, width = image.shape[:2]
-    return to_b64(encode_image(image, params.output_format, params.output_compression)), f"{width}x{height}"
+    return encode_image(image, params.output_format, params.output_compression), f"{width}x{height}"
 
 
-def images_response(result: ImageResult, params: ImageParams) -> dict[str, Any]:
-    """The OpenAI ImagesResponse body."""
+def images_response(result: ImageResult, params: ImageParams) -> bytes:
+    """The OpenAI ImagesResponse body, as JSON bytes.
+
+    Base64 needs no JSON escaping, so each image's base64 is spliced into the JSON as bytes: the
+    megabytes are never decoded to a str, scanned by the JSON encoder and encoded back (a third of
+    the CPU time of ``json.dumps`` of the same body; what remains is base64 itself).
+    """
     files = [image_file(image, params) for image in result.images]
-    return {
-        "created": int(time.time()),
-        "data": [{"b64_json": b64} for b64, _ in files],
-        "output_format": params.output_format,
-        "size": files[0][1],
-    }
+    head = json.dumps({"created": int(time.time()), "output_format": params.output_format, "size": files[0][1]})
+    parts = [head[:-1].encode(), b',"data":[']
+    for index, (file, _) in enumerate(files):
+        parts += [b"," if index else b"", b'{"b64_json":"', base64.b64encode(file), b'"}']
+    return b"".join([*parts, b"]}"])  # one copy of the megabytes
 
 
 def stream_payloads(
@@ -194,6 +200,6 @@ def stream_payloads(
             }
         ]
     return [
-        {"type": f"{prefix}.completed", "b64_json": b64, "size": size, **common}
-        for b64, size in (image_file(image, params) for image in event.images)
+        {"type": f"{prefix}.completed", "b64_json": to_b64(file), "size": size, **common}
+        for file, size in (image_file(image, params) for image in event.images)
     ]

@@ -47,11 +47,6 @@ app = FastAPI(
 )
 
 
-def render_json(body: dict[str, Any]) -> bytes:
-    """JSON exactly as Starlette's JSONResponse renders it."""
-    return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
-
-
 @contextmanager
 def model_errors(name: str, timeout: float) -> Iterator[None]:
     """Translate what a model call can raise into ServiceErrors with the right status."""
@@ -300,7 +295,7 @@ class ImagesIngress:
         returned = time.perf_counter()
         request.state.images = len(result.images)
         # Encoding images and rendering megabytes of base64 JSON take milliseconds: not on the event loop.
-        content = await asyncio.to_thread(lambda: render_json(images_response(result, params)))
+        content = await asyncio.to_thread(images_response, result, params)
         done = time.perf_counter()
         total_ms = (done - started) * 1000
         timings = result.timings

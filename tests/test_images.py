@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import struct
 import zlib
 
@@ -158,7 +159,7 @@ def test_gpu_encoded_files_pass_through_the_response_untouched() -> None:
         images=[EncodedImage(jpeg, "jpeg", 48, 32)], seed=1, num_inference_steps=4, guidance_scale=1.0, weights="x"
     )
     params = ImageParams(prompt="p", output_format="jpeg")
-    body = images_response(result, params)
+    body = json.loads(images_response(result, params))
     assert base64.b64decode(body["data"][0]["b64_json"]) == jpeg and body["size"] == "48x32"
     (completed,) = stream_payloads(result, params, "image_generation")
     assert base64.b64decode(completed["b64_json"]) == jpeg and completed["size"] == "48x32"
@@ -169,3 +170,17 @@ def test_requests_ask_for_jpeg_quality_only_when_jpeg_is_wanted(fmt: str, compre
     params = ImageParams(prompt="p", output_format=fmt, output_compression=compression)
     request = build_generation_request(params, Limits(), (64, 64))
     assert request.jpeg_quality == quality
+
+
+def test_response_json_with_spliced_base64_is_the_openai_shape() -> None:
+    rng = np.random.default_rng(1)
+    arrays = [rng.integers(0, 256, (40, 24, 3), dtype=np.uint8) for _ in range(2)]
+    result = ImageResult(images=arrays, seed=1, num_inference_steps=4, guidance_scale=1.0, weights="x")
+    params = ImageParams(prompt="p", output_format="png")
+    body = json.loads(images_response(result, params))
+    assert set(body) == {"created", "data", "output_format", "size"} and isinstance(body["created"], int)
+    assert body["output_format"] == "png" and body["size"] == "24x40" and len(body["data"]) == 2
+    for item, pixels in zip(body["data"], arrays, strict=True):
+        assert list(item) == ["b64_json"]
+        decoded = Image.open(io.BytesIO(base64.b64decode(item["b64_json"], validate=True)))
+        assert np.array_equal(np.asarray(decoded), pixels)
