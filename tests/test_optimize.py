@@ -147,7 +147,7 @@ def test_fp8_linear_matches_linear_where_scaled_mm_runs_on_cpu() -> None:
     assert ((y.float() - ref).norm() / ref.norm()).item() < 0.06
 
 
-def test_device_jpeg_is_refused_on_cpu_and_auto_falls_back_to_pixels() -> None:
+def test_device_jpeg_is_refused_on_cpu_and_off_by_default() -> None:
     with pytest.raises(ModelLoadError, match=r"device_jpeg.*GPU"):
         Flux2Engine.from_config(ModelConfig(source="tiny-klein", device_jpeg=True))
     engine = Flux2Engine.from_config(ModelConfig(source="tiny-klein"))

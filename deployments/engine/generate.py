@@ -19,7 +19,7 @@ from deployments.engine.load import LoadedPipeline, load_pipeline, resolve_devic
 from deployments.engine.masking import run_masked_edit
 from deployments.engine.memory import MemoryManager, configure_allocator
 from deployments.engine.optimize import apply_optimizations, check_supported
-from deployments.engine.pixels import device_jpeg_unavailable_reason, encode_jpegs, host_pixels, to_uint8_tensor
+from deployments.engine.pixels import encode_jpegs, host_pixels, to_uint8_tensor
 from deployments.engine.progress import StepReporter
 from deployments.engine.step_cache import StepCache
 from deployments.protocol import EncodedImage, ImageRequest, ImageResult, ModelInfo, ServiceError
@@ -57,8 +57,7 @@ class Flux2Engine:
         # The reference-KV pipeline takes no guidance_scale (distilled klein ignores it anyway).
         self.takes_guidance = "guidance_scale" in inspect.signature(type(self.pipeline).__call__).parameters
         self.step_cache = StepCache(self.pipeline, loaded.family, config, self.default_steps)
-        # JPEG on the GPU: ~10x less to copy and to send on, and no CPU encoding in the ingress.
-        self.device_jpeg = config.device_jpeg is not False and device_jpeg_unavailable_reason(loaded.device) is None
+        self.device_jpeg = config.device_jpeg  # check_supported refused it at load where it cannot run
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> Flux2Engine:
