@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call's batch of measurements (docs/benchmarks.md, "Third run"). On the GPU machine, from
 # the repo root, with the wheels of bench/gpu_wheels.sh carried in .whl/:
-#   bash bench/gpu_batch.sh klein|klein-serve|klein-mixed|dev
+#   bash bench/gpu_batch.sh klein|klein-serve|serve-modes|klein-mixed|dev
 # Every benchmark writes its JSON under $OUT and its log to $OUT/<name>.log.
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
@@ -40,12 +40,21 @@ case ${1:-} in
     step mixed_klein python3 -m bench.run_bench klein4b --budget 580 --mixed 200 --mixed-budget 470 \
       --skip ceiling,flops,build_save_load,ready_cold_warm,engine_e2e,vram_policy,fp8,serve
     ;;
+  serve-modes)  # Ray Serve's throughput-optimized mode is process-wide: two runs, one after the other
+    G=$F,device_jpeg=true
+    step serve_klein_default python3 -m bench.serve_bench --source random-klein-4b --cache /tmp/cck --n 10 --steps 4 \
+      --formats png,jpeg --option "$G" --json "$OUT/serve_klein_default.json"
+    RAY_SERVE_THROUGHPUT_OPTIMIZED=1 step serve_klein_throughput python3 -m bench.serve_bench --source random-klein-4b \
+      --cache /tmp/cck --n 10 --steps 4 --formats png,jpeg --option "$G" --json "$OUT/serve_klein_throughput.json"
+    step serve_dev python3 -m bench.serve_bench --source random-dev --cache /tmp/ccd --n 5 --steps 8 \
+      --formats png,jpeg --option "$F" --json "$OUT/serve_dev.json"
+    ;;
   dev)
     step serve_dev python3 -m bench.serve_bench --source random-dev --cache /tmp/ccd --n 5 --steps 8 \
       --formats png,jpeg --option "$F" --json "$OUT/serve_dev.json"
     ;;
   *)
-    echo "usage: bash bench/gpu_batch.sh klein|klein-serve|klein-mixed|dev" >&2
+    echo "usage: bash bench/gpu_batch.sh klein|klein-serve|serve-modes|klein-mixed|dev" >&2
     exit 2
     ;;
 esac
