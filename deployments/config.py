@@ -84,7 +84,11 @@ class ModelConfig(_Strict):
     compile: Literal["auto", "none", "regional", "full"] = Field(
         default="auto", description="auto: regional on a GPU, none on a CPU"
     )
-    compile_mode: str | None = Field(default=None, description="torch.compile mode, e.g. max-autotune-no-cudagraphs")
+    compile_mode: str | None = Field(
+        default=None,
+        description="torch.compile mode of the transformer, e.g. max-autotune-no-cudagraphs (the VAE and the text "
+        "encoder use inductor's default)",
+    )
     compile_cache_dir: str | None = Field(
         default=None, description="persistent inductor cache; default: $HF_HOME/flux2-serve/compile-cache"
     )

@@ -95,14 +95,16 @@ def apply_optimizations(pipeline: DiffusionPipeline, config: ModelConfig, device
     if mode == "none" and not (compile_vae or compile_text_encoder):
         return mode
     cache = configure_compile_cache(config.compile_cache_dir)
+    # compile_mode is the transformer's. The VAE and the text encoder keep inductor's default: CUDA-graph
+    # modes break the text encoder (a graph-broken layer reads the previous layer's graph output after
+    # the next replay overwrote it), and max-autotune on the VAE's 1024² convolutions ran past 10 minutes.
     kwargs = {"fullgraph": True}
-    if config.compile_mode:
-        kwargs["mode"] = config.compile_mode
+    block_kwargs = {**kwargs, "mode": config.compile_mode} if config.compile_mode else kwargs
     regions = layers = 0
     if mode == "regional":
-        regions = compile_blocks(transformer, kwargs, cache_hook_targets(transformer, config))
+        regions = compile_blocks(transformer, block_kwargs, cache_hook_targets(transformer, config))
     elif mode == "full":
-        transformer.compile(**kwargs)
+        transformer.compile(**block_kwargs)
     if compile_vae:
         # Dynamic from the start, and without "duck sizing" (which assumes height == width after a square
         # warm-up): otherwise the first other output size recompiles the VAE on a user's request (89 s for
@@ -116,14 +118,14 @@ def apply_optimizations(pipeline: DiffusionPipeline, config: ModelConfig, device
         # transformers' output-capturing hooks read a ContextVar, which dynamo cannot trace: allow breaks.
         layers = compile_decoder_layers(pipeline.text_encoder, {**kwargs, "fullgraph": False})
     logger.info(
-        "torch.compile transformer=%s (%d regions) vae=%s text_encoder=%s (%d layers) %s (cache %s); "
+        "torch.compile transformer=%s (%d regions, %s) vae=%s text_encoder=%s (%d layers) (cache %s); "
         "graphs are built during warm-up",
         mode,
         regions,
+        block_kwargs,
         compile_vae,
         compile_text_encoder,
         layers,
-        kwargs,
         cache,
     )
     return mode
