@@ -17,7 +17,7 @@ import statistics
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from bench.common import matmul_ceiling
+from bench.common import elapsed_ms, mark, matmul_ceiling, sync
 from deployments.engine.random_weights import build_transformer
 
 BACKENDS = ("native", "_native_cudnn", "_native_flash", "_native_efficient")
@@ -47,13 +47,12 @@ def kernel_rates(reps: int) -> dict:
                 with sdpa_kernel(backend), torch.inference_mode():
                     for _ in range(3):
                         torch.nn.functional.scaled_dot_product_attention(q, k, v)
-                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    start.record()
+                    start = mark()
                     for _ in range(reps):
                         torch.nn.functional.scaled_dot_product_attention(q, k, v)
-                    end.record()
-                    torch.cuda.synchronize()
-                ms = start.elapsed_time(end) / reps
+                    end = mark()
+                    sync()
+                ms = elapsed_ms(start, end) / reps
                 rates[name][kernel] = {"ms": round(ms, 3), "tflops": round(flops / ms / 1e9, 1)}
             except Exception as exc:  # a kernel this GPU or build lacks
                 rates[name][kernel] = {"error": repr(exc)[:200]}

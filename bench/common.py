@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import statistics
@@ -12,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from deployments.protocol import ImageRequest
 
@@ -315,6 +317,11 @@ def compare(out: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
         "cosine": round(torch.nn.functional.cosine_similarity(out, ref, dim=0).item(), 6),
         "finite": bool(torch.isfinite(out).all().item()),
     }
+
+
+def decode_rgb(data: bytes) -> np.ndarray:
+    """An encoded image file -> (H, W, 3) uint8."""
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
 def gib(nbytes: float) -> float:

@@ -11,7 +11,6 @@ pixels, and the time the ingress then spends on that file (base64 + JSON: ``imag
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import statistics
 import time
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from bench.common import decode_rgb
 from bench.eval.metrics import psnr
 from deployments.api import ImageParams, images_response
 from deployments.engine.pixels import encode_jpegs, host_pixels
@@ -48,10 +48,6 @@ def images(side: int) -> dict[str, np.ndarray]:
     }
 
 
-def decode(data: bytes) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-
-
 def measure(pixels: np.ndarray, q: int, repeats: int) -> dict:
     on_gpu = torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0).contiguous().cuda()
     gpu_file = encode_jpegs(on_gpu, q)[0]
@@ -62,8 +58,8 @@ def measure(pixels: np.ndarray, q: int, repeats: int) -> dict:
         "cpu_encode_ms": median_ms(lambda: encode_image(pixels, "jpeg", 100 - q), repeats),
         "gpu_bytes": len(gpu_file),
         "cpu_bytes": len(cpu_file),
-        "gpu_psnr_db": round(psnr(pixels, decode(gpu_file)), 2),
-        "cpu_psnr_db": round(psnr(pixels, decode(cpu_file)), 2),
+        "gpu_psnr_db": round(psnr(pixels, decode_rgb(gpu_file)), 2),
+        "cpu_psnr_db": round(psnr(pixels, decode_rgb(cpu_file)), 2),
         "gpu_b64_json_ms": median_ms(lambda: response(gpu_file, pixels), repeats),
         "cpu_b64_json_ms": median_ms(lambda: response(cpu_file, pixels), repeats),
     }

@@ -36,6 +36,11 @@ def png(width: int, height: int, seed: int) -> bytes:
     return buffer.getvalue()
 
 
+def first_image(body: dict) -> bytes:
+    """The first image file of an Images API response body."""
+    return base64.b64decode(body["data"][0]["b64_json"])
+
+
 def series(call, output_format: str, n: int, result: dict) -> dict:
     """n timed requests (after one untimed) and the median of each part of their latency."""
     import numpy as np
@@ -52,7 +57,7 @@ def series(call, output_format: str, n: int, result: dict) -> dict:
         if response.status_code != 200:
             result[f"{output_format}:error"] = response.text[:500]
             continue
-        sizes.append(len(base64.b64decode(body["data"][0]["b64_json"])))
+        sizes.append(len(first_image(body)))
         if i == 0:
             continue  # first request of a shape: excluded from the figures
         stages = {
@@ -96,11 +101,10 @@ def main() -> None:
     args = parser.parse_args()
 
     import httpx
-    import numpy as np
     import ray
-    from PIL import Image
     from ray import serve
 
+    from bench.common import decode_rgb
     from bench.eval.metrics import psnr
     from bench.speed_options import parse_overrides
     from deployments.app import build_app
@@ -186,16 +190,13 @@ def main() -> None:
                         result[key] = series(timed, output_format, args.n, result)
                         print(key, json.dumps(result[key]), flush=True)
 
-            def pixels(response: httpx.Response) -> np.ndarray:
-                data = base64.b64decode(response.json()["data"][0]["b64_json"])
-                return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-
             for model_name in [m["name"] for m in models]:  # JPEG vs the exact pixels of the same request
-                exact = pixels(t2i(99, "png", model_name))
+                exact = decode_rgb(first_image(t2i(99, "png", model_name).json()))
                 jpeg = t2i(99, "jpeg", model_name)
+                jpeg_file = first_image(jpeg.json())
                 result[f"{model_name} jpeg_fidelity"] = {
-                    "psnr_db_vs_png": round(psnr(exact, pixels(jpeg)), 2),
-                    "jpeg_bytes": len(base64.b64decode(jpeg.json()["data"][0]["b64_json"])),
+                    "psnr_db_vs_png": round(psnr(exact, decode_rgb(jpeg_file)), 2),
+                    "jpeg_bytes": len(jpeg_file),
                     "x_server_timing": jpeg.headers["server-timing"],
                 }
                 print(model_name, result[f"{model_name} jpeg_fidelity"], flush=True)

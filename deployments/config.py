@@ -100,8 +100,8 @@ class ModelConfig(_Strict):
     )
     device_jpeg: bool = Field(
         default=False,
-        description="encode JPEG responses on the GPU (torchvision's nvJPEG): ~10 ms less ingress CPU a 1024² "
-        "image, files ~1.5x larger (4:4:4 chroma); docs/benchmarks.md",
+        description="encode JPEG responses on the GPU (torchvision's nvJPEG): 17 ms less serving time a klein "
+        "1024² request, files 1.6-2x larger (4:4:4 chroma); docs/benchmarks.md",
     )
     fuse_qkv: bool = Field(default=False, description="fuse Q/K/V projections into one matmul")
     quantization: Literal["none", "fp8"] = Field(

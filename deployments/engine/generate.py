@@ -57,7 +57,6 @@ class Flux2Engine:
         # The reference-KV pipeline takes no guidance_scale (distilled klein ignores it anyway).
         self.takes_guidance = "guidance_scale" in inspect.signature(type(self.pipeline).__call__).parameters
         self.step_cache = StepCache(self.pipeline, loaded.family, config, self.default_steps)
-        self.device_jpeg = config.device_jpeg  # check_supported refused it at load where it cannot run
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> Flux2Engine:
@@ -90,7 +89,7 @@ class Flux2Engine:
             default_steps=self.default_steps,
             default_guidance_scale=self.default_guidance_scale,
             compile=self.compile_mode,
-            device_jpeg=self.device_jpeg,
+            device_jpeg=self.config.device_jpeg,
             warmup_s=round(self.warmup_s, 3),
             load_s=round(self.load_s, 3),
         )
@@ -154,7 +153,7 @@ class Flux2Engine:
         for request in requests:
             chunk = pixels[offset : offset + request.n]
             offset += request.n
-            if request.jpeg_quality is not None and self.device_jpeg:
+            if request.jpeg_quality is not None and self.config.device_jpeg:  # checked at load: it runs here
                 files = encode_jpegs(chunk, request.jpeg_quality)
                 outputs.append([EncodedImage(data, "jpeg", request.width, request.height) for data in files])
             else:
