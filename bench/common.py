@@ -83,8 +83,11 @@ class Deadline:
         return self.left() > needed_s
 
 
-def matmul_ceiling(n: int = 8192, reps: int = 10) -> dict[str, float]:
-    """bf16 n^3 matmul rate on random data (3 warm-ups, mean of ``reps`` timed products)."""
+def matmul_ceiling(n: int = 8192, reps: int = 10, sustained: int = 300) -> dict[str, float]:
+    """bf16 n^3 matmul rate on random data: ``tflops`` is the burst rate (3 warm-ups, mean of ``reps``
+    timed products, ~14 ms); ``sustained_tflops`` the median of the last half of ``sustained`` products
+    back to back (~0.5 s), which is what a transformer step of hundreds of ms gets: under continuous
+    matmuls the H200 lowers its SM clock (1980 -> ~1500 MHz, ``bench/power_probe.py``)."""
     if not cuda_ok():
         return {"skipped": "no GPU"}
     a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
@@ -100,6 +103,14 @@ def matmul_ceiling(n: int = 8192, reps: int = 10) -> dict[str, float]:
     sync()
     ms = start.elapsed_time(end) / reps
     result = {"n": n, "ms": round(ms, 3), "tflops": round(2 * n**3 / (ms / 1e3) / 1e12, 1)}
+    spans = []
+    for _ in range(sustained):
+        first = mark()
+        a @ b
+        spans.append((first, mark()))
+    sync()
+    sustained_ms = statistics.median(elapsed_ms(x, y) for x, y in spans[sustained // 2 :])
+    result["sustained_tflops"] = round(2 * n**3 / (sustained_ms / 1e3) / 1e12, 1)
     # the fp8 rate too (rowwise-scaled _scaled_mm, as the fp8 linears use it)
     try:
         a8, b8 = a.to(torch.float8_e4m3fn), b.to(torch.float8_e4m3fn).t().contiguous().t()
@@ -280,34 +291,61 @@ def make_request(width: int, height: int, refs: int, steps: int, seed: int = 0) 
     )
 
 
-def transformer_step_flops(source: str, width: int, height: int, refs: int, text_tokens: int = 512) -> float:
-    """FLOPs of one transformer forward at this shape, counted by torch's FlopCounterMode on ``meta``."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from deployments.engine.random_weights import build_transformer, transformer_config
-
-    cfg = transformer_config(source)
-    model = build_transformer(source, device="meta", dtype=torch.bfloat16)
+def step_inputs(
+    config: dict,
+    width: int,
+    height: int,
+    refs: int,
+    *,
+    text_tokens: int = 512,
+    device: str = "meta",
+    dtype: torch.dtype = torch.bfloat16,
+) -> dict[str, Any]:
+    """One transformer forward's keyword arguments at this shape, as the pipelines build them (random
+    values; on ``meta`` nothing is allocated). ``config`` is the transformer's config."""
     side_h, side_w = height // 16, width // 16
-    groups = 1 + refs
     ids = []
-    for r in range(groups):
+    for r in range(1 + refs):
         hh, ww = torch.meshgrid(torch.arange(side_h), torch.arange(side_w), indexing="ij")
         ids.append(torch.stack([torch.full_like(hh, 10 * r), hh, ww, torch.zeros_like(hh)], -1).reshape(-1, 4))
     img_ids = torch.cat(ids).unsqueeze(0)
     txt_ids = torch.zeros(1, text_tokens, 4, dtype=torch.long)
     txt_ids[..., 3] = torch.arange(text_tokens)
-    with torch.device("meta"):
-        kwargs = dict(
-            hidden_states=torch.empty(1, img_ids.shape[1], cfg["in_channels"], dtype=torch.bfloat16),
-            encoder_hidden_states=torch.empty(1, text_tokens, cfg["joint_attention_dim"], dtype=torch.bfloat16),
-            timestep=torch.empty(1, dtype=torch.bfloat16),
-            guidance=torch.empty(1, dtype=torch.bfloat16) if cfg["guidance_embeds"] else None,
+    with torch.device(device):
+        return dict(
+            hidden_states=torch.randn(1, img_ids.shape[1], config["in_channels"], dtype=dtype),
+            encoder_hidden_states=torch.randn(1, text_tokens, config["joint_attention_dim"], dtype=dtype),
+            timestep=torch.full((1,), 0.5, dtype=dtype),
+            guidance=torch.full((1,), 4.0, dtype=dtype) if config["guidance_embeds"] else None,
+            img_ids=img_ids.to(device),
+            txt_ids=txt_ids.to(device),
+            return_dict=False,
         )
+
+
+def count_step_flops(model: torch.nn.Module, inputs: dict[str, Any]) -> dict[str, float]:
+    """FLOPs of one forward, counted by torch's FlopCounterMode (on ``meta`` nothing runs):
+    ``matmul`` (every linear, on its own tokens), ``attention`` and their ``total``. Attention is SDPA's
+    own op on a device with fused kernels and its math decomposition (``bmm``) on ``meta`` and the CPU;
+    FLUX.2's transformer has no other batched matmul."""
+    from torch.utils.flop_counter import FlopCounterMode
+
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        model(**kwargs, img_ids=img_ids.to("meta"), txt_ids=txt_ids.to("meta"), return_dict=False)
-    return float(counter.get_total_flops())
+        model(**inputs)
+    by_op = counter.get_flop_counts()["Global"]
+    attention = float(sum(flops for op, flops in by_op.items() if "attention" in str(op) or "bmm" in str(op)))
+    total = float(counter.get_total_flops())
+    return {"matmul": total - attention, "attention": attention, "total": total}
+
+
+def transformer_step_flops(source: str, width: int, height: int, refs: int, text_tokens: int = 512) -> float:
+    """FLOPs of one full-size transformer forward at this shape, counted on ``meta``."""
+    from deployments.engine.random_weights import build_transformer, transformer_config
+
+    model = build_transformer(source, device="meta", dtype=torch.bfloat16)
+    inputs = step_inputs(transformer_config(source), width, height, refs, text_tokens=text_tokens)
+    return count_step_flops(model, inputs)["total"]
 
 
 def compare(out: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
