@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# One device call's batch of measurements (docs/benchmarks.md, "Third run"). On the GPU machine, from
-# the repo root, with the wheels of bench/gpu_wheels.sh carried in .whl/:
-#   bash bench/gpu_batch.sh klein|klein-serve|serve-modes|klein-mixed|dev
+# One device call's batch of measurements (docs/benchmarks.md). On the GPU machine, from the repo root,
+# with the wheels of bench/gpu_wheels.sh carried in .whl/:
+#   bash bench/gpu_batch.sh klein|klein-serve|serve-modes|klein-mixed|dev|step-klein|step-dev|step-floor|dev-mixed
 # Every benchmark writes its JSON under $OUT and its log to $OUT/<name>.log.
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
@@ -49,12 +49,39 @@ case ${1:-} in
     step serve_dev python3 -m bench.serve_bench --source random-dev --cache /tmp/ccd --n 5 --steps 8 \
       --formats png,jpeg --option "$F" --json "$OUT/serve_dev.json"
     ;;
+  step-klein)  # where a transformer step's time goes, per compile variant (bench/step_profile.py)
+    # cheapest first: max-autotune runs long, and every finished variant is already in the JSON
+    C=compile_cache_dir=/tmp/ccs,compile=regional
+    step step-klein python3 -m bench.step_profile --source random-klein-4b --repeats 20 --budget 540 --variant-s 60 \
+      --variant $C --variant compile=none --variant $C,inductor.coordinate_descent_tuning=true \
+      --variant compile_cache_dir=/tmp/ccs,compile=full --variant $C,compile_mode=max-autotune-no-cudagraphs \
+      --json "$OUT/step-klein.json"
+    ;;
+  step-dev)  # the same for dev (max-autotune left out: no gain on klein for 220 s of compiling), then klein's
+    # whole transformer as one CUDA graph (reduce-overhead), the one lever on the idle time between its kernels
+    step step-dev python3 -m bench.step_profile --source random-dev --repeats 8 --budget 330 --variant-s 100 \
+      --variant compile_cache_dir=/tmp/ccs,compile=regional --variant compile=none \
+      --variant compile_cache_dir=/tmp/ccs,compile=full --json "$OUT/step-dev.json"
+    step step-klein-graphs python3 -m bench.step_profile --source random-klein-4b --repeats 20 --budget 150 \
+      --variant compile_cache_dir=/tmp/ccs,compile=full,compile_mode=reduce-overhead --json "$OUT/step-klein-graphs.json"
+    ;;
+  step-floor)  # the engine's default (regional) step of both models beside the burst and sustained ceilings
+    for source in random-klein-4b random-dev; do
+      step "floor-$source" python3 -m bench.step_profile --source $source --repeats 10 --budget 200 \
+        --variant compile_cache_dir=/tmp/ccs,compile=regional --json "$OUT/floor-$source.json"
+    done
+    ;;
+  dev-mixed)  # the matmul clock probe first (half a minute), then dev's 50 mixed requests
+    step power_probe python3 -m bench.power_probe --json "$OUT/power_probe.json"
+    step mixed_dev python3 -m bench.run_bench dev --budget 500 --mixed 50 --mixed-budget 400 \
+      --skip ceiling,flops,build_save_load,engine_e2e,vram_policy,fp8,dev_50_steps
+    ;;
   dev)
     step serve_dev python3 -m bench.serve_bench --source random-dev --cache /tmp/ccd --n 5 --steps 8 \
       --formats png,jpeg --option "$F" --json "$OUT/serve_dev.json"
     ;;
   *)
-    echo "usage: bash bench/gpu_batch.sh klein|klein-serve|serve-modes|klein-mixed|dev" >&2
+    echo "usage: bash bench/gpu_batch.sh klein|klein-serve|serve-modes|klein-mixed|dev|step-klein|step-dev|step-floor|dev-mixed" >&2
     exit 2
     ;;
 esac

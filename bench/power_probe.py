@@ -1,0 +1,117 @@
+"""Does the GPU run matmuls slower when they come back to back? (compiled FLUX.2 steps ran the same cuBLAS
+kernels ~5% slower than eager steps, where unfused pointwise kernels sit between the matmuls.)
+
+One FLUX.2-dev-sized GEMM (a single-stream block's fused projection: 4608 tokens x 6144 -> 55296) timed
+alone with CUDA events in three regimes: a short burst after idling, sustained back to back, and
+interleaved with memory-bound work (as in an eager step); plus the 8192³ ceiling as a burst and
+sustained. NVML samples the SM clock and board power during each regime.
+
+    python -m bench.power_probe --json $OUT/power_probe.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import threading
+import time
+
+import torch
+
+from bench.common import elapsed_ms, mark, sync
+
+
+class ClockSampler:
+    """SM clock (MHz) and board power (W) from NVML, every ``period_s`` on a background thread."""
+
+    def __init__(self, period_s: float = 0.005):
+        import pynvml
+
+        pynvml.nvmlInit()
+        self.nvml, self.handle, self.period_s = pynvml, pynvml.nvmlDeviceGetHandleByIndex(0), period_s
+        self.samples: list[tuple[int, float]] = []
+        self._stop = threading.Event()
+
+    def __enter__(self) -> ClockSampler:
+        def loop() -> None:
+            while not self._stop.is_set():
+                clock = self.nvml.nvmlDeviceGetClockInfo(self.handle, self.nvml.NVML_CLOCK_SM)
+                power = self.nvml.nvmlDeviceGetPowerUsage(self.handle) / 1e3
+                self.samples.append((clock, power))
+                time.sleep(self.period_s)
+
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def result(self) -> dict[str, float]:
+        return {
+            "sm_mhz_p50": statistics.median(s[0] for s in self.samples),
+            "power_w_p50": round(statistics.median(s[1] for s in self.samples), 1),
+            "samples": len(self.samples),
+        }
+
+
+def timed_gemms(a: torch.Tensor, b: torch.Tensor, reps: int, between=None) -> list[float]:
+    """Milliseconds of each of ``reps`` GEMMs (events around each), optional untimed work between them."""
+    spans = []
+    for _ in range(reps):
+        start = mark()
+        torch.mm(a, b)
+        spans.append((start, mark()))
+        if between is not None:
+            between()
+    sync()
+    return [elapsed_ms(start, end) for start, end in spans]
+
+
+def regimes(m: int, k: int, n: int, sustained: int) -> dict[str, dict]:
+    a = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(n, k, device="cuda", dtype=torch.bfloat16).t()  # weights as nn.Linear stores them
+    flop = 2 * m * k * n
+    scratch = torch.randn(256 * 2**20, device="cuda", dtype=torch.bfloat16)  # 512 MB: ~0.25 ms a pass
+
+    def memory_bound() -> None:  # about half a GEMM's time of pointwise work, as in an eager step
+        for _ in range(4):
+            scratch.mul_(1.0001)
+
+    def rate(times: list[float]) -> dict[str, float]:
+        ms = statistics.median(times)
+        return {"gemm_ms_p50": round(ms, 4), "tflops": round(flop / ms / 1e9, 1), "n": len(times)}
+
+    timed_gemms(a, b, 5)
+    out: dict[str, dict] = {"shape": {"m": m, "k": k, "n": n, "tflop": round(flop / 1e12, 3)}}
+    time.sleep(0.5)
+    out["burst_after_idle"] = rate(timed_gemms(a, b, 3))
+    with ClockSampler() as clocks:
+        out["sustained"] = rate(timed_gemms(a, b, sustained)[sustained // 2 :])
+    out["sustained"].update(clocks.result())
+    time.sleep(0.5)
+    with ClockSampler() as clocks:
+        out["interleaved"] = rate(timed_gemms(a, b, sustained // 2, between=memory_bound)[sustained // 4 :])
+    out["interleaved"].update(clocks.result())
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sustained", type=int, default=300, help="GEMMs in the sustained run (last half timed)")
+    parser.add_argument("--json", required=True)
+    args = parser.parse_args()
+    result = {
+        "gpu": torch.cuda.get_device_name(),
+        "dev_single_block_proj": regimes(4608, 6144, 55296, args.sustained),
+        "square_8192": regimes(8192, 8192, 8192, args.sustained),
+    }
+    print(json.dumps(result, indent=1), flush=True)
+    with open(args.json, "w") as handle:
+        json.dump(result, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()
