@@ -324,19 +324,31 @@ def step_inputs(
 
 
 def count_step_flops(model: torch.nn.Module, inputs: dict[str, Any]) -> dict[str, float]:
-    """FLOPs of one forward, counted by torch's FlopCounterMode (on ``meta`` nothing runs):
-    ``matmul`` (every linear, on its own tokens), ``attention`` and their ``total``. Attention is SDPA's
-    own op on a device with fused kernels and its math decomposition (``bmm``) on ``meta`` and the CPU;
-    FLUX.2's transformer has no other batched matmul."""
+    """FLOPs of one forward (on ``meta`` nothing runs): ``matmul`` (every ``nn.Linear``, on its own
+    tokens), ``attention`` (the rest: FLUX.2's transformer has no other matmuls) and their ``total``.
+
+    Attention is counted through SDPA's math decomposition, which ``FlopCounterMode`` knows on every
+    device; linears are counted from their shapes, since some dispatch as ``bmm`` like attention does.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
+    linear = 0
+
+    def count_linear(module: torch.nn.Linear, args: tuple, output: torch.Tensor) -> None:
+        nonlocal linear
+        linear += 2 * args[0].numel() * module.out_features
+
+    handles = [m.register_forward_hook(count_linear) for m in model.modules() if isinstance(m, torch.nn.Linear)]
     counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(**inputs)
-    by_op = counter.get_flop_counts()["Global"]
-    attention = float(sum(flops for op, flops in by_op.items() if "attention" in str(op) or "bmm" in str(op)))
+    try:
+        with counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
+            model(**inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
     total = float(counter.get_total_flops())
-    return {"matmul": total - attention, "attention": attention, "total": total}
+    return {"matmul": float(linear), "attention": total - linear, "total": total}
 
 
 def transformer_step_flops(source: str, width: int, height: int, refs: int, text_tokens: int = 512) -> float:

@@ -1,0 +1,64 @@
+"""The step profiler's plumbing on the tiny transformer (its timings mean nothing on a CPU), its FLOP
+split and its kernel classes (names taken from an H200 profile)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from bench.common import count_step_flops, step_inputs
+from bench.step_profile import kernel_class
+from deployments.engine.tiny import build_tiny_klein
+
+
+def test_flops_split_counts_attention_exactly() -> None:
+    model = build_tiny_klein().transformer.requires_grad_(False)
+    refs, text_tokens = 1, 8
+    inputs = step_inputs(model.config, 64, 64, refs, text_tokens=text_tokens, device="cpu", dtype=model.dtype)
+    flops = count_step_flops(model, inputs)
+    tokens = (1 + refs) * (64 // 16) ** 2 + text_tokens
+    heads, head_dim = model.config.num_attention_heads, model.config.attention_head_dim
+    layers = model.config.num_layers + model.config.num_single_layers
+    assert flops["attention"] == 4 * tokens**2 * head_dim * heads * layers  # QK^T and AV, 2 FLOPs a MAC
+    assert flops["total"] == flops["matmul"] + flops["attention"]
+    # torch counts the CPU's fused attention kernel as nothing: what it counts then is the linears alone
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad(), sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        model(**inputs)
+    assert flops["matmul"] == counter.get_total_flops() > 0
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("nvjet_sm90_tst_192x192_64x4_2x1_v_bz_coopB_TNN", "matmul"),
+        ("triton_tem_fused_mm_t_view_2", "matmul"),
+        ("cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_7_64x128x128_4x1x1", "attention"),
+        ("triton_red_fused__fused_rms_norm__scaled_dot_product_cudnn_attention__to_copy", "inductor_fused"),
+        ("triton_poi_fused__unsafe_view_cat_mul_permute_silu_slice_split_with_sizes_view_2", "inductor_fused"),
+        ("void at::native::vectorized_layer_norm_kernel<c10::BFloat16, float, true>", "other"),
+    ],
+)
+def test_kernel_classes(name: str, expected: str) -> None:
+    assert kernel_class(name) == expected
+
+
+def test_step_profile_times_both_shapes_per_variant(tmp_path: Path) -> None:
+    out = tmp_path / "step.json"
+    command = [sys.executable, "-m", "bench.step_profile", "--source", "tiny", "--size", "64", "--repeats", "2"]
+    subprocess.run([*command, "--variant", "compile=none", "--json", str(out)], check=True, timeout=300)
+    result = json.loads(out.read_text())
+    assert set(result["shapes"]) == {"t2i", "edit1"}
+    edit, t2i = result["shapes"]["edit1"], result["shapes"]["t2i"]
+    assert edit["attention_tflop"] > t2i["attention_tflop"] > 0  # the reference's tokens join attention
+    (row,) = result["rows"]
+    assert row["variant"] == "compile=none" and row["compile"] == "none"
+    assert all(row[key] > 0 for key in ("t2i_static_ms", "t2i_ms", "edit1_ms"))
+    assert row["profile_t2i"] == {"skipped": "no device kernels (CPU run)"}
