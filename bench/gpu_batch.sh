@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call's batch of measurements (docs/benchmarks.md). On the GPU machine, from the repo root,
 # with the wheels of bench/gpu_wheels.sh carried in .whl/:
-#   bash bench/gpu_batch.sh klein|klein-serve|serve-modes|klein-mixed|dev|step-klein|step-dev|step-floor|dev-mixed
+#   bash bench/gpu_batch.sh klein|klein-serve|serve-modes|klein-mixed|dev|step-klein|step-dev|step-floor|dev-mixed|dev-mixed-50
 # Every benchmark writes its JSON under $OUT and its log to $OUT/<name>.log.
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
@@ -66,6 +66,7 @@ case ${1:-} in
       --variant compile_cache_dir=/tmp/ccs,compile=full,compile_mode=reduce-overhead --json "$OUT/step-klein-graphs.json"
     ;;
   step-floor)  # the engine's default (regional) step of both models beside the burst and sustained ceilings
+    # (first run: a sync after every step; since then steps run back to back, as in a pipeline)
     for source in random-klein-4b random-dev; do
       step "floor-$source" python3 -m bench.step_profile --source $source --repeats 10 --budget 200 \
         --variant compile_cache_dir=/tmp/ccs,compile=regional --json "$OUT/floor-$source.json"
@@ -76,12 +77,16 @@ case ${1:-} in
     step mixed_dev python3 -m bench.run_bench dev --budget 500 --mixed 50 --mixed-budget 400 \
       --skip ceiling,flops,build_save_load,engine_e2e,vram_policy,fp8,dev_50_steps
     ;;
+  dev-mixed-50)  # the mixed run alone, with room for all 50 after a cold warm-up
+    step mixed_dev python3 -m bench.run_bench dev --budget 580 --mixed 50 --mixed-budget 420 \
+      --skip ceiling,flops,build_save_load,engine_e2e,vram_policy,fp8,dev_50_steps
+    ;;
   dev)
     step serve_dev python3 -m bench.serve_bench --source random-dev --cache /tmp/ccd --n 5 --steps 8 \
       --formats png,jpeg --option "$F" --json "$OUT/serve_dev.json"
     ;;
   *)
-    echo "usage: bash bench/gpu_batch.sh klein|klein-serve|serve-modes|klein-mixed|dev|step-klein|step-dev|step-floor|dev-mixed" >&2
+    echo "usage: bash bench/gpu_batch.sh klein|klein-serve|serve-modes|klein-mixed|dev|step-klein|step-dev|step-floor|dev-mixed|dev-mixed-50" >&2
     exit 2
     ;;
 esac
