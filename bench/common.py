@@ -226,17 +226,20 @@ class StageTimer:
             delattr(owner, method)  # the class's method shows through again
 
 
-class GpuUtilSampler:
-    """Samples NVML GPU utilisation (percent of time a kernel ran) on a background thread."""
+class NvmlSampler:
+    """Takes an NVML reading (:meth:`read`) every ``period_s`` on a background thread while entered."""
 
     def __init__(self, period_s: float = 0.05):
         self.period_s = period_s
-        self.samples: list[int] = []
+        self.samples: list[Any] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: str | None = None
 
-    def __enter__(self) -> GpuUtilSampler:
+    def read(self, nvml: Any, handle: Any) -> Any:
+        raise NotImplementedError
+
+    def __enter__(self) -> NvmlSampler:
         try:
             import pynvml
 
@@ -248,7 +251,7 @@ class GpuUtilSampler:
 
         def loop() -> None:
             while not self._stop.is_set():
-                self.samples.append(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+                self.samples.append(self.read(pynvml, handle))
                 time.sleep(self.period_s)
 
         self._thread = threading.Thread(target=loop, daemon=True)
@@ -259,6 +262,13 @@ class GpuUtilSampler:
         self._stop.set()
         if self._thread:
             self._thread.join()
+
+
+class GpuUtilSampler(NvmlSampler):
+    """NVML GPU utilisation: percent of the time a kernel ran."""
+
+    def read(self, nvml: Any, handle: Any) -> int:
+        return nvml.nvmlDeviceGetUtilizationRates(handle).gpu
 
     def result(self) -> dict[str, Any]:
         if not self.samples:

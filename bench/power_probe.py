@@ -14,42 +14,23 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import threading
 import time
+from typing import Any
 
 import torch
 
-from bench.common import elapsed_ms, mark, sync
+from bench.common import NvmlSampler, elapsed_ms, mark, sync
 
 
-class ClockSampler:
-    """SM clock (MHz) and board power (W) from NVML, every ``period_s`` on a background thread."""
+class ClockSampler(NvmlSampler):
+    """SM clock (MHz) and board power (W)."""
 
-    def __init__(self, period_s: float = 0.005):
-        import pynvml
+    def read(self, nvml: Any, handle: Any) -> tuple[int, float]:
+        return nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM), nvml.nvmlDeviceGetPowerUsage(handle) / 1e3
 
-        pynvml.nvmlInit()
-        self.nvml, self.handle, self.period_s = pynvml, pynvml.nvmlDeviceGetHandleByIndex(0), period_s
-        self.samples: list[tuple[int, float]] = []
-        self._stop = threading.Event()
-
-    def __enter__(self) -> ClockSampler:
-        def loop() -> None:
-            while not self._stop.is_set():
-                clock = self.nvml.nvmlDeviceGetClockInfo(self.handle, self.nvml.NVML_CLOCK_SM)
-                power = self.nvml.nvmlDeviceGetPowerUsage(self.handle) / 1e3
-                self.samples.append((clock, power))
-                time.sleep(self.period_s)
-
-        self._thread = threading.Thread(target=loop, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def result(self) -> dict[str, float]:
+    def result(self) -> dict[str, Any]:
+        if not self.samples:
+            return {"error": self.error or "no samples"}
         return {
             "sm_mhz_p50": statistics.median(s[0] for s in self.samples),
             "power_w_p50": round(statistics.median(s[1] for s in self.samples), 1),
@@ -88,11 +69,11 @@ def regimes(m: int, k: int, n: int, sustained: int) -> dict[str, dict]:
     out: dict[str, dict] = {"shape": {"m": m, "k": k, "n": n, "tflop": round(flop / 1e12, 3)}}
     time.sleep(0.5)
     out["burst_after_idle"] = rate(timed_gemms(a, b, 3))
-    with ClockSampler() as clocks:
+    with ClockSampler(period_s=0.005) as clocks:
         out["sustained"] = rate(timed_gemms(a, b, sustained)[sustained // 2 :])
     out["sustained"].update(clocks.result())
     time.sleep(0.5)
-    with ClockSampler() as clocks:
+    with ClockSampler(period_s=0.005) as clocks:
         out["interleaved"] = rate(timed_gemms(a, b, sustained // 2, between=memory_bound)[sustained // 4 :])
     out["interleaved"].update(clocks.result())
     return out
