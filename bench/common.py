@@ -87,7 +87,7 @@ def matmul_ceiling(n: int = 8192, reps: int = 10, sustained: int = 300) -> dict[
     """bf16 n^3 matmul rate on random data: ``tflops`` is the burst rate (3 warm-ups, mean of ``reps``
     timed products, ~14 ms); ``sustained_tflops`` the median of the last half of ``sustained`` products
     back to back (~0.5 s), which is what a transformer step of hundreds of ms gets: under continuous
-    matmuls the H200 lowers its SM clock (1980 -> ~1500 MHz, ``bench/power_probe.py``)."""
+    matmuls the H200's SM clock settles near 1500 MHz (``bench/power_probe.py``)."""
     if not cuda_ok():
         return {"skipped": "no GPU"}
     a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
