@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -103,13 +105,7 @@ def matmul_ceiling(n: int = 8192, reps: int = 10, sustained: int = 300) -> dict[
     sync()
     ms = start.elapsed_time(end) / reps
     result = {"n": n, "ms": round(ms, 3), "tflops": round(2 * n**3 / (ms / 1e3) / 1e12, 1)}
-    spans = []
-    for _ in range(sustained):
-        first = mark()
-        a @ b
-        spans.append((first, mark()))
-    sync()
-    sustained_ms = statistics.median(elapsed_ms(x, y) for x, y in spans[sustained // 2 :])
+    sustained_ms = statistics.median(timed_calls(functools.partial(torch.mm, a, b), sustained)[sustained // 2 :])
     result["sustained_tflops"] = round(2 * n**3 / (sustained_ms / 1e3) / 1e12, 1)
     # the fp8 rate too (rowwise-scaled _scaled_mm, as the fp8 linears use it)
     try:
@@ -145,6 +141,20 @@ def mark() -> Any:
 def elapsed_ms(start: Any, end: Any) -> float:
     """Milliseconds between two :func:`mark` s (synchronize first on a GPU)."""
     return start.elapsed_time(end) if cuda_ok() else (end - start) * 1e3
+
+
+def timed_calls(call: Callable[[], Any], n: int, between: Callable[[], Any] | None = None) -> list[float]:
+    """Milliseconds of each of ``n`` calls run back to back: marks around each, one sync at the end, so the
+    host queues the next call while the device runs this one. ``between`` runs untimed after each call."""
+    spans = []
+    for _ in range(n):
+        start = mark()
+        call()
+        spans.append((start, mark()))
+        if between is not None:
+            between()
+    sync()
+    return [elapsed_ms(start, end) for start, end in spans]
 
 
 class StepTimer:

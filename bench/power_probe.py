@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from bench.common import NvmlSampler, elapsed_ms, mark, sync
+from bench.common import NvmlSampler, timed_calls
 
 
 class ClockSampler(NvmlSampler):
@@ -38,24 +38,14 @@ class ClockSampler(NvmlSampler):
         }
 
 
-def timed_gemms(a: torch.Tensor, b: torch.Tensor, reps: int, between=None) -> list[float]:
-    """Milliseconds of each of ``reps`` GEMMs (events around each), optional untimed work between them."""
-    spans = []
-    for _ in range(reps):
-        start = mark()
-        torch.mm(a, b)
-        spans.append((start, mark()))
-        if between is not None:
-            between()
-    sync()
-    return [elapsed_ms(start, end) for start, end in spans]
-
-
 def regimes(m: int, k: int, n: int, sustained: int) -> dict[str, dict]:
     a = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(n, k, device="cuda", dtype=torch.bfloat16).t()  # weights as nn.Linear stores them
     flop = 2 * m * k * n
     scratch = torch.randn(256 * 2**20, device="cuda", dtype=torch.bfloat16)  # 512 MB: ~0.25 ms a pass
+
+    def gemm() -> None:
+        torch.mm(a, b)
 
     def memory_bound() -> None:  # about half a GEMM's time of pointwise work, as in an eager step
         for _ in range(4):
@@ -65,16 +55,16 @@ def regimes(m: int, k: int, n: int, sustained: int) -> dict[str, dict]:
         ms = statistics.median(times)
         return {"gemm_ms_p50": round(ms, 4), "tflops": round(flop / ms / 1e9, 1), "n": len(times)}
 
-    timed_gemms(a, b, 5)
+    timed_calls(gemm, 5)
     out: dict[str, dict] = {"shape": {"m": m, "k": k, "n": n, "tflop": round(flop / 1e12, 3)}}
     time.sleep(0.5)
-    out["burst_after_idle"] = rate(timed_gemms(a, b, 3))
+    out["burst_after_idle"] = rate(timed_calls(gemm, 3))
     with ClockSampler(period_s=0.005) as clocks:
-        out["sustained"] = rate(timed_gemms(a, b, sustained)[sustained // 2 :])
+        out["sustained"] = rate(timed_calls(gemm, sustained)[sustained // 2 :])
     out["sustained"].update(clocks.result())
     time.sleep(0.5)
     with ClockSampler(period_s=0.005) as clocks:
-        out["interleaved"] = rate(timed_gemms(a, b, sustained // 2, between=memory_bound)[sustained // 4 :])
+        out["interleaved"] = rate(timed_calls(gemm, sustained // 2, between=memory_bound)[sustained // 4 :])
     out["interleaved"].update(clocks.result())
     return out
 

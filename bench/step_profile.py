@@ -28,7 +28,7 @@ from typing import Any
 import torch
 import torch._inductor.config
 
-from bench.common import Deadline, count_step_flops, cuda_ok, elapsed_ms, mark, matmul_ceiling, step_inputs, sync
+from bench.common import Deadline, count_step_flops, cuda_ok, matmul_ceiling, step_inputs, sync, timed_calls
 from bench.speed_options import parse_overrides
 from deployments.config import ModelConfig
 from deployments.engine.optimize import apply_optimizations
@@ -54,16 +54,9 @@ def build(source: str, device: str) -> torch.nn.Module:
 
 
 def time_steps(model: torch.nn.Module, inputs: dict[str, Any], n: int) -> list[float]:
-    """Milliseconds of each of ``n`` forwards, back to back as a pipeline's steps run: CUDA events around
-    each, one sync at the end, so the host prepares the next step while the device runs this one."""
-    spans = []
+    """Milliseconds of each of ``n`` forwards, back to back as a pipeline runs its steps."""
     with torch.no_grad():
-        for _ in range(n):
-            start = mark()
-            model(**inputs)
-            spans.append((start, mark()))
-    sync()
-    return [round(elapsed_ms(start, end), 3) for start, end in spans]
+        return [round(ms, 3) for ms in timed_calls(lambda: model(**inputs), n)]
 
 
 def kernel_class(name: str) -> str:

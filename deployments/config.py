@@ -83,8 +83,8 @@ class ModelConfig(_Strict):
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     compile: Literal["auto", "none", "regional", "full"] = Field(
         default="auto",
-        description="auto: regional on a GPU, none on a CPU. full: one graph of the whole transformer, at most "
-        "2.6% faster a klein step for a 3-6x longer cold warm-up (docs/benchmarks.md)",
+        description="auto: regional on a GPU, none on a CPU. full: one graph of the whole transformer; a klein "
+        "step up to 2.6% faster, for a 3-6x longer cold warm-up (docs/benchmarks.md)",
     )
     compile_mode: str | None = Field(
         default=None,
