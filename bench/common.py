@@ -129,6 +129,13 @@ def matmul_ceiling(n: int = 8192, reps: int = 10, sustained: int = 300) -> dict[
     return result
 
 
+def floors_ms(flops: float, ceiling: dict[str, Any]) -> dict[str, float]:
+    """A step's floor at each measured matmul rate of :func:`matmul_ceiling`: ``floor_ms`` (burst) and
+    ``sustained_floor_ms``; a rate that was not measured gives no floor."""
+    rates = {"floor_ms": ceiling.get("tflops"), "sustained_floor_ms": ceiling.get("sustained_tflops")}
+    return {key: round(flops / (rate * 1e12) * 1e3, 2) for key, rate in rates.items() if rate}
+
+
 def mark() -> Any:
     """A point in time on the device's stream: a recorded CUDA event, or the host clock on a CPU."""
     if cuda_ok():

@@ -28,7 +28,16 @@ from typing import Any
 import torch
 import torch._inductor.config
 
-from bench.common import Deadline, count_step_flops, cuda_ok, matmul_ceiling, step_inputs, sync, timed_calls
+from bench.common import (
+    Deadline,
+    count_step_flops,
+    cuda_ok,
+    floors_ms,
+    matmul_ceiling,
+    step_inputs,
+    sync,
+    timed_calls,
+)
 from bench.speed_options import parse_overrides
 from deployments.config import ModelConfig
 from deployments.engine.optimize import apply_optimizations
@@ -85,8 +94,8 @@ def profile_steps(model: torch.nn.Module, inputs: dict[str, Any], steps: int) ->
     per_name: dict[str, float] = {}
     spans = sorted((e.time_range.start, e.time_range.end) for e in kernels)
     for event in kernels:
-        us = event.time_range.end - event.time_range.start
-        per_class[kernel_class(event.name)] = per_class.get(kernel_class(event.name), 0.0) + us
+        us, label = event.time_range.end - event.time_range.start, kernel_class(event.name)
+        per_class[label] = per_class.get(label, 0.0) + us
         per_name[event.name] = per_name.get(event.name, 0.0) + us
     busy, cursor = 0.0, spans[0][0]
     for start, end in spans:  # union of kernel intervals
@@ -134,6 +143,28 @@ def measure_variant(
     return row
 
 
+def measure_with_ratios(
+    args: argparse.Namespace, label: str, shapes: dict[str, dict], floors: dict[str, dict], device: str
+) -> dict[str, Any]:
+    """One variant's row, with its steps over each floor and its kernels' achieved rates."""
+    try:
+        row = measure_variant(args.source, label, shapes, args.repeats, args.profile_steps, device)
+    except Exception as exc:  # one variant failing to compile must not lose the others' figures
+        torch._dynamo.reset()
+        return {"variant": label, "error": repr(exc)[:500]}
+    for name, shape in floors.items():
+        for floor, ratio in (("floor_ms", "vs_floor"), ("sustained_floor_ms", "vs_sustained_floor")):
+            if floor in shape:
+                row[f"{name}_{ratio}"] = round(row[f"{name}_ms"] / shape[floor], 3)
+    profile = row["profile_t2i"]
+    if "class_ms_per_step" in profile:  # achieved rates of the matmul and attention kernels
+        for kind in ("matmul", "attention"):
+            if profile["class_ms_per_step"].get(kind):
+                tflop = floors["t2i"][f"{kind}_tflop"]
+                profile[f"{kind}_tflops"] = round(tflop / profile["class_ms_per_step"][kind] * 1e3, 1)
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--source", required=True, help="random-dev | random-klein-4b | random-klein-9b | tiny")
@@ -152,43 +183,25 @@ def main() -> None:
     flops_model = build(args.source, flops_device)
     config = flops_model.config
     shapes, result = {}, {"source": args.source, "size": args.size, "ceiling": matmul_ceiling(), "shapes": {}}
-    rate, sustained = result["ceiling"].get("tflops"), result["ceiling"].get("sustained_tflops")
     for name, refs in (("t2i", 0), ("edit1", 1)):
         meta_inputs = step_inputs(config, args.size, args.size, refs, device=flops_device, dtype=flops_model.dtype)
         flops = count_step_flops(flops_model, meta_inputs)
         result["shapes"][name] = {
             **{f"{kind}_tflop": round(value / 1e12, 6) for kind, value in flops.items()},
-            "floor_ms": round(flops["total"] / (rate * 1e12) * 1e3, 2) if rate else None,
-            "sustained_floor_ms": round(flops["total"] / (sustained * 1e12) * 1e3, 2) if sustained else None,
+            **floors_ms(flops["total"], result["ceiling"]),
         }
         shapes[name] = step_inputs(config, args.size, args.size, refs, device=device, dtype=flops_model.dtype)
     del flops_model
     result["rows"] = []
     for label in args.variant:
-        if not deadline.allows(args.variant_s):
-            result["rows"].append({"variant": label, "skipped": f"{deadline.left():.0f} s left"})
-            continue
-        try:
-            row = measure_variant(args.source, label, shapes, args.repeats, args.profile_steps, device)
-        except Exception as exc:  # one variant failing to compile must not lose the others' figures
-            row = {"variant": label, "error": repr(exc)[:500]}
-            torch._dynamo.reset()
-        for name, shape in result["shapes"].items():
-            if f"{name}_ms" in row and shape["floor_ms"]:
-                row[f"{name}_vs_floor"] = round(row[f"{name}_ms"] / shape["floor_ms"], 3)
-                row[f"{name}_vs_sustained_floor"] = round(row[f"{name}_ms"] / shape["sustained_floor_ms"], 3)
-        profile = row.get("profile_t2i", {})
-        if "class_ms_per_step" in profile:  # achieved rates of the matmul and attention kernels
-            classes, tflop = profile["class_ms_per_step"], result["shapes"]["t2i"]
-            for kind in ("matmul", "attention"):
-                if classes.get(kind):
-                    profile[f"{kind}_tflops"] = round(tflop[f"{kind}_tflop"] / classes[kind] * 1e3, 1)
+        if deadline.allows(args.variant_s):
+            row = measure_with_ratios(args, label, shapes, result["shapes"], device)
+        else:
+            row = {"variant": label, "skipped": f"{deadline.left():.0f} s left"}
         result["rows"].append(row)
         print(json.dumps(row), flush=True)
-        with open(args.json, "w") as handle:
+        with open(args.json, "w") as handle:  # after every variant: a killed run keeps what it measured
             json.dump(result, handle, indent=1)
-    with open(args.json, "w") as handle:
-        json.dump(result, handle, indent=1)
 
 
 if __name__ == "__main__":
