@@ -514,8 +514,9 @@ def main() -> None:
 
         guarded("vram_policy", policy)
 
-    fp8_reserve = 100 if family == "klein" else 150
-    serve_reserve = 120 if family == "klein" and not tiny else 0
+    # time kept back for the sections after the mixed run, unless --skip leaves them out
+    fp8_reserve = 0 if "fp8" in skip else 100 if family == "klein" else 150
+    serve_reserve = 120 if family == "klein" and not tiny and "serve" not in skip else 0
     if engine is not None and mixed_shapes and section("mixed", 30 + fp8_reserve):
 
         def mixed() -> None:
