@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call's batch of measurements (docs/benchmarks.md). On the GPU machine, from the repo root,
 # with the wheels of bench/gpu_wheels.sh carried in .whl/:
-#   bash bench/gpu_batch.sh klein|klein-serve|serve-modes|klein-mixed|dev|step-klein|step-dev|step-floor|dev-mixed|dev-mixed-50|klein9b-serve|klein9b-ready|step-klein-full
+#   bash bench/gpu_batch.sh klein|klein-serve|serve-modes|klein-mixed|dev|step-klein|step-dev|step-floor|dev-mixed|dev-mixed-50|klein-serve-sizes|klein9b-serve|klein9b-ready|step-klein-full
 # Every benchmark writes its JSON under $OUT and its log to $OUT/<name>.log.
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
@@ -85,6 +85,12 @@ case ${1:-} in
     step serve_klein9b python3 -m bench.serve_bench --source random-klein-9b --cache /tmp/cc9 --n 10 --steps 4 \
       --formats png,jpeg --option "$F,device_jpeg=true" --json "$OUT/serve_klein9b.json"
     ;;
+  klein-serve-sizes)  # klein-4B's serving overhead against the payload: 512² and 768² (1024² is in klein-serve)
+    for side in 512 768; do
+      step "serve_klein_$side" python3 -m bench.serve_bench --source random-klein-4b --cache /tmp/cck --n 10 --steps 4 \
+        --size $side --formats png,jpeg --option "$F,device_jpeg=true" --json "$OUT/serve_klein_$side.json"
+    done
+    ;;
   klein9b-ready)  # klein-9B's replica ready time, cold vs warm compile cache
     for run in cold warm; do
       step "ready9_$run" python3 -m bench.ready --source random-klein-9b --cache /tmp/cc9r --json "$OUT/ready9_$run.json"
@@ -100,7 +106,7 @@ case ${1:-} in
       --formats png,jpeg --option "$F" --json "$OUT/serve_dev.json"
     ;;
   *)
-    echo "usage: bash bench/gpu_batch.sh klein|klein-serve|serve-modes|klein-mixed|dev|step-klein|step-dev|step-floor|dev-mixed|dev-mixed-50|klein9b-serve|klein9b-ready|step-klein-full" >&2
+    echo "usage: bash bench/gpu_batch.sh klein|klein-serve|serve-modes|klein-mixed|dev|step-klein|step-dev|step-floor|dev-mixed|dev-mixed-50|klein-serve-sizes|klein9b-serve|klein9b-ready|step-klein-full" >&2
     exit 2
     ;;
 esac
