@@ -9,6 +9,7 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HOME=/tmp/hf
 export OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 F=quantization=fp8,compile_vae=true,compile_text_encoder=true
+G=$F,device_jpeg=true  # klein's serving settings: JPEG encoded on the GPU too
 
 step() {  # step <name> <command...>: run, log, and say how long it took
   local name=$1
@@ -41,7 +42,6 @@ case ${1:-} in
       --skip ceiling,flops,build_save_load,ready_cold_warm,engine_e2e,vram_policy,fp8,serve
     ;;
   serve-modes)  # Ray Serve's throughput-optimized mode is process-wide: two runs, one after the other
-    G=$F,device_jpeg=true
     step serve_klein_default python3 -m bench.serve_bench --source random-klein-4b --cache /tmp/cck --n 10 --steps 4 \
       --formats png,jpeg --option "$G" --json "$OUT/serve_klein_default.json"
     RAY_SERVE_THROUGHPUT_OPTIMIZED=1 step serve_klein_throughput python3 -m bench.serve_bench --source random-klein-4b \
@@ -83,12 +83,12 @@ case ${1:-} in
     ;;
   klein9b-serve)  # klein-9B through Ray Serve, the klein-4B serving settings
     step serve_klein9b python3 -m bench.serve_bench --source random-klein-9b --cache /tmp/cc9 --n 10 --steps 4 \
-      --formats png,jpeg --option "$F,device_jpeg=true" --json "$OUT/serve_klein9b.json"
+      --formats png,jpeg --option "$G" --json "$OUT/serve_klein9b.json"
     ;;
   klein-serve-sizes)  # klein-4B's serving overhead against the payload: 512² and 768² (1024² is in klein-serve)
     for side in 512 768; do
       step "serve_klein_$side" python3 -m bench.serve_bench --source random-klein-4b --cache /tmp/cck --n 10 --steps 4 \
-        --size $side --formats png,jpeg --option "$F,device_jpeg=true" --json "$OUT/serve_klein_$side.json"
+        --size $side --formats png,jpeg --option "$G" --json "$OUT/serve_klein_$side.json"
     done
     ;;
   klein9b-ready)  # klein-9B's replica ready time, cold vs warm compile cache
