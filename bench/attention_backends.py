@@ -18,7 +18,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from bench.common import elapsed_ms, mark, matmul_ceiling, sync
-from deployments.engine.random_weights import build_transformer
+from deployments.engine.synthetic.random_weights import build_transformer
 
 BACKENDS = ("native", "_native_cudnn", "_native_flash", "_native_efficient")
 KERNELS = {

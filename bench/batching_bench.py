@@ -15,7 +15,7 @@ import time
 from bench.common import sync
 from deployments.config import ModelConfig, Shape
 from deployments.engine import Flux2Engine, warm_up
-from deployments.protocol import ImageRequest
+from deployments.types import ImageRequest
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from deployments.protocol import ImageRequest
+from deployments.types import ImageRequest
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = Path(os.environ.get("OUT", REPO / "bench-out"))
@@ -380,7 +380,7 @@ def count_step_flops(model: torch.nn.Module, inputs: dict[str, Any]) -> dict[str
 
 def transformer_step_flops(source: str, width: int, height: int, refs: int, text_tokens: int = 512) -> float:
     """FLOPs of one full-size transformer forward at this shape, counted on ``meta``."""
-    from deployments.engine.random_weights import build_transformer, transformer_config
+    from deployments.engine.synthetic.random_weights import build_transformer, transformer_config
 
     model = build_transformer(source, device="meta", dtype=torch.bfloat16)
     inputs = step_inputs(transformer_config(source), width, height, refs, text_tokens=text_tokens)

@@ -16,20 +16,20 @@ import time
 import numpy as np
 import ray
 
-from deployments.api import images_response
+from deployments.openai.serving import images_response
 
 FORMATS = ("png", "jpeg")
 
 
 def probe(pixels: np.ndarray, repeats: int = 7) -> dict:
     """Median wall / CPU milliseconds of encode + base64 + JSON per output format."""
-    from deployments.api import ImageParams
-    from deployments.protocol import ImageResult
+    from deployments.openai.serving import ImageParams
+    from deployments.types import ImageResult
 
     result = ImageResult(images=[pixels], seed=0, num_inference_steps=4, guidance_scale=1.0, weights="random-full")
     import os
 
-    from deployments.images import _DEFLATE_THREADS
+    from deployments.openai.images import _DEFLATE_THREADS
 
     out: dict = {"cpus_usable": len(os.sched_getaffinity(0)), "deflate_threads": _DEFLATE_THREADS}
     for output_format in FORMATS:

@@ -22,10 +22,10 @@ from PIL import Image
 
 from bench.common import decode_rgb
 from bench.eval.metrics import psnr
-from deployments.api import ImageParams, images_response
+from deployments.openai.serving import ImageParams, images_response
 from deployments.engine.pixels import encode_jpegs, host_pixels
-from deployments.images import encode_image
-from deployments.protocol import EncodedImage, ImageResult
+from deployments.openai.images import encode_image
+from deployments.types import EncodedImage, ImageResult
 
 
 def median_ms(call: Callable[[], object], repeats: int) -> float:

@@ -175,8 +175,8 @@ def main() -> None:
     from deployments.engine.generate import FAMILY_DEFAULTS
     from deployments.engine.load import LoadedPipeline
     from deployments.engine.optimize import apply_optimizations
-    from deployments.engine.random_weights import build_random_pipeline, count_parameters, save_random_pipeline
-    from deployments.protocol import EngineOverloaded
+    from deployments.engine.synthetic.random_weights import build_random_pipeline, count_parameters, save_random_pipeline
+    from deployments.types import EngineOverloaded
 
     family = "dev" if source.endswith("dev") else "klein"
     guidance = FAMILY_DEFAULTS[family][1]
@@ -244,7 +244,7 @@ def main() -> None:
             device = "cuda" if cuda_ok() else "cpu"
             dtype = torch.bfloat16 if cuda_ok() else torch.float32
             if tiny:
-                from deployments.engine.tiny import build_tiny_klein
+                from deployments.engine.synthetic.tiny import build_tiny_klein
 
                 pipe = build_tiny_klein()
                 pipe.save_pretrained(folder)

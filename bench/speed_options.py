@@ -25,7 +25,7 @@ import torch
 from bench.common import StageTimer, sync
 from deployments.config import ModelConfig, Shape
 from deployments.engine import Flux2Engine, warm_up
-from deployments.protocol import ImageRequest
+from deployments.types import ImageRequest
 
 
 def parse_overrides(text: str) -> dict[str, Any]:

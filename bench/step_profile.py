@@ -54,10 +54,10 @@ KERNEL_CLASSES = (
 
 def build(source: str, device: str) -> torch.nn.Module:
     if source == "tiny":
-        from deployments.engine.tiny import build_tiny_klein
+        from deployments.engine.synthetic.tiny import build_tiny_klein
 
         return build_tiny_klein().transformer.to(device).requires_grad_(False)
-    from deployments.engine.random_weights import build_transformer
+    from deployments.engine.synthetic.random_weights import build_transformer
 
     return build_transformer(source, device=device)
 

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from deployments.config import AuthConfig
-from deployments.protocol import ServiceError
+from deployments.errors import Unauthorized
 
 
 def load_api_keys(auth: AuthConfig) -> tuple[str, ...]:
@@ -40,9 +40,6 @@ class ApiKeyCheck:
         for key in self._keys:
             matched |= hmac.compare_digest(presented, key)
         if not matched:
-            raise ServiceError(
-                "Incorrect or missing API key: send 'Authorization: Bearer <key>'",
-                status=401,
-                code="invalid_api_key",
-                headers={"WWW-Authenticate": "Bearer"},
+            raise Unauthorized(
+                "Incorrect or missing API key: send 'Authorization: Bearer <key>'", code="invalid_api_key"
             )

@@ -17,6 +17,15 @@ AUTO_CPU_SOURCE = "tiny-dev"
 FLUX2_MAX_REFERENCES = 10
 
 
+def weights_label(source: str) -> str:
+    """What a source's weights are: every response and listing labels demo outputs by this."""
+    if source in TINY_SOURCES:
+        return "random-tiny"
+    if source in RANDOM_SOURCES:
+        return "random-full"
+    return "pretrained"
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -49,7 +58,13 @@ class Limits(_Strict):
     max_prompt_chars: int = Field(default=4000, ge=1)
     max_steps: int = Field(default=100, ge=1)
     max_guidance_scale: float = Field(default=20.0, ge=0.0)
-    request_timeout_s: float = Field(default=600.0, gt=0)
+    request_timeout_s: float = Field(default=600.0, gt=0, description="a generation running longer is answered 504")
+    no_replica_wait_s: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="how long a request for a model with no running replica waits for one before a 503 with "
+        "Retry-After; 0 answers at once. Set it above the replica start time for models that scale from zero",
+    )
 
 
 class ContextParallel(_Strict):
@@ -146,6 +161,16 @@ class ModelConfig(_Strict):
     @property
     def served_name(self) -> str:
         return self.name or self.source
+
+    def with_source_resolved(self, gpu_available: bool) -> ModelConfig:
+        """``auto`` made concrete: FLUX.2-klein-4B where it will run on a GPU, else the tiny demo model. The
+        served name stays what it was."""
+        if self.source != "auto":
+            return self
+        on_gpu = self.device == "cuda" or (self.device == "auto" and gpu_available)
+        return self.model_copy(
+            update={"name": self.served_name, "source": AUTO_GPU_SOURCE if on_gpu else AUTO_CPU_SOURCE}
+        )
 
     @property
     def deployment_name(self) -> str:

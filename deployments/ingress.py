@@ -1,12 +1,16 @@
-"""HTTP ingress: OpenAI-compatible Images API, model listing, health, one error shape.
+"""HTTP ingress: the OpenAI-compatible Images API, model listing, health and the playground page.
 
-CPU only: it decodes and validates uploads, picks the model deployment by the request's ``model``,
-awaits its ``generate`` and encodes the images. It never touches torch.
+CPU only: it reads and validates requests, picks the model deployment by the request's ``model``,
+awaits its ``generate`` and encodes the images. This is the one place that knows HTTP: errors from
+everywhere else carry a parameter and a code, and ``STATUS`` turns their class into a status.
 """
+
+from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import contextmanager
@@ -14,7 +18,9 @@ from importlib.resources import files
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from pydantic.json_schema import models_json_schema
 from ray import serve
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError
@@ -22,23 +28,95 @@ from ray.serve.handle import DeploymentHandle
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from deployments.api import (
+from deployments.auth import ApiKeyCheck, load_api_keys
+from deployments.config import ServiceConfig
+from deployments.errors import (
+    DeadlineExceeded,
+    Flux2Error,
+    GenerationFailed,
+    InvalidRequest,
+    NotFound,
+    Overloaded,
+    Retryable,
+    TooLarge,
+    Unauthorized,
+    Unavailable,
+    UnsupportedMediaType,
+)
+from deployments.metrics import IngressMetrics
+from deployments.openai.protocol import (
+    ErrorResponse,
+    ImageEditRequest,
+    ImageGenerationRequest,
     ImageParams,
+    ImagesResponse,
+    ModelCard,
+    ModelList,
+    multipart_schema,
+    parse_form_fields,
+    parse_json_body,
+)
+from deployments.openai.serving import (
     build_edit_request,
     build_generation_request,
     images_response,
-    parse_params,
+    model_card,
     stream_payloads,
 )
-from deployments.auth import ApiKeyCheck, load_api_keys
-from deployments.config import ServiceConfig
-from deployments.metrics import IngressMetrics
-from deployments.protocol import ImageRequest, ImageResult, ServiceError
+from deployments.replicas import ReplicaWatch
+from deployments.types import ImageRequest, ImageResult
 
 logger = logging.getLogger("ray.serve")
 
 IMAGE_FIELDS = ("image", "image[]")
 DESCRIBE_TIMEOUT_S = 5.0
+
+# The one table from error class to HTTP status. Subclasses come before their base class.
+STATUS: tuple[tuple[type[Flux2Error], int], ...] = (
+    (InvalidRequest, 400),
+    (Unauthorized, 401),
+    (NotFound, 404),
+    (TooLarge, 413),
+    (UnsupportedMediaType, 415),
+    (Overloaded, 503),
+    (Unavailable, 503),
+    (GenerationFailed, 500),
+    (DeadlineExceeded, 504),
+)
+
+
+def status_of(err: Flux2Error) -> int:
+    return next((status for cls, status in STATUS if isinstance(err, cls)), 500)
+
+
+def error_response(err: Flux2Error) -> JSONResponse:
+    """The OpenAI error shape, with the headers the error's meaning calls for."""
+    status = status_of(err)
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    body = {"error": {"message": err.message, "type": kind, "param": err.param, "code": err.code}}
+    headers = {}
+    if isinstance(err, Retryable):
+        headers["Retry-After"] = str(max(1, math.ceil(err.retry_after_s)))
+    if isinstance(err, Unauthorized):
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 415, 500, 503, 504)}
+
+
+def json_body(model: type) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": _ref(model)}}}}
+
+
+def multipart_body(model: type) -> dict[str, Any]:
+    schema = {"$ref": f"#/components/schemas/{model.__name__}Form"}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+
+
+def _ref(model: type) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
 
 app = FastAPI(
     title="FLUX.2 Images API",
@@ -47,86 +125,85 @@ app = FastAPI(
 )
 
 
+def openapi() -> dict[str, Any]:
+    """FastAPI's schema plus the request bodies: the routes read their bodies themselves (to bound their size
+    while reading), so the request models are added to the components here."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    template = "#/components/schemas/{model}"
+    _, defs = models_json_schema([(ImageGenerationRequest, "validation")], ref_template=template)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.update(defs.get("$defs", {}))
+    components[f"{ImageEditRequest.__name__}Form"] = multipart_schema(ImageEditRequest, template)
+    app.openapi_schema = schema
+    return schema
+
+
+app.openapi = openapi
+
+
 @contextmanager
 def model_errors(name: str, timeout: float) -> Iterator[None]:
-    """Translate what a model call can raise into ServiceErrors with the right status."""
+    """Translate what a model call can raise into the service's errors."""
     try:
         yield
-    except ServiceError:
+    except Flux2Error:
         raise
     except RayTaskError as exc:
-        if isinstance(exc.cause, ServiceError):
+        if isinstance(exc.cause, Flux2Error):
             raise exc.cause from None
         logger.error("model %s failed: %s", name, exc)
-        raise ServiceError(
-            "the model failed to generate the image", status=500, type="server_error", code="generation_failed"
-        ) from None
+        raise GenerationFailed("the model failed to generate the image", code="generation_failed") from None
     except BackPressureError:
-        raise ServiceError(
-            "the server is at capacity; retry shortly",
-            status=503,
-            type="server_error",
-            code="overloaded",
-            headers={"Retry-After": "2"},
-        ) from None
+        raise Overloaded("the server is at capacity; retry shortly", retry_after_s=2, code="overloaded") from None
     except TimeoutError:
-        raise ServiceError(
-            f"generation did not finish within {timeout:g}s", status=504, type="server_error", code="timeout"
-        ) from None
+        raise DeadlineExceeded(f"generation did not finish within {timeout:g}s", code="timeout") from None
     except RayActorError:
-        raise ServiceError(
-            "the model replica serving this request died; retry",
-            status=503,
-            type="server_error",
-            code="replica_died",
-            headers={"Retry-After": "5"},
+        raise Unavailable(
+            "the model replica serving this request died; retry", retry_after_s=5, code="replica_died"
         ) from None
 
 
-def error_response(err: ServiceError) -> JSONResponse:
-    return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
-
-
-@app.exception_handler(ServiceError)
-async def _service_error(_: Request, err: ServiceError) -> JSONResponse:
+@app.exception_handler(Flux2Error)
+async def _service_error(_: Request, err: Flux2Error) -> JSONResponse:
     return error_response(err)
 
 
 @app.exception_handler(StarletteHTTPException)
 async def _http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
     code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code)
-    return error_response(ServiceError(str(err.detail), status=err.status_code, code=code))
+    body = {"error": {"message": str(err.detail), "type": "invalid_request_error", "param": None, "code": code}}
+    return JSONResponse(body, status_code=err.status_code, headers=getattr(err, "headers", None))
 
 
 @app.exception_handler(Exception)
 async def _unexpected(_: Request, err: Exception) -> JSONResponse:
     logger.exception("unhandled error in the ingress")
-    return error_response(ServiceError("internal server error", status=500, type="server_error"))
+    return error_response(GenerationFailed("internal server error", code="internal_error"))
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """Read the body, refusing it (413) as soon as it exceeds ``limit``; Serve itself has no body limit."""
+    """Read the body, refusing it as soon as it exceeds ``limit``; Serve itself has no body limit."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise ServiceError(
-            f"request body is {declared} bytes; the limit is {limit}", status=413, code="request_too_large"
-        )
+        raise TooLarge(f"request body is {declared} bytes; the limit is {limit}", code="request_too_large")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise ServiceError(f"request body exceeds the limit of {limit} bytes", status=413, code="request_too_large")
+            raise TooLarge(f"request body exceeds the limit of {limit} bytes", code="request_too_large")
         chunks.append(chunk)
     body = b"".join(chunks)
-    request._body = body  # Starlette's form() and json() reuse the body read here
+    request._body = body  # Starlette's form() reuses the body read here
     return body
 
 
 def require_content_type(request: Request, expected: str) -> None:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != expected:
-        raise ServiceError(
-            f"Content-Type must be {expected}, got {content_type or 'none'}", status=415, code="unsupported_media_type"
+        raise UnsupportedMediaType(
+            f"Content-Type must be {expected}, got {content_type or 'none'}", code="unsupported_media_type"
         )
 
 
@@ -135,72 +212,80 @@ def require_content_type(request: Request, expected: str) -> None:
 class ImagesIngress:
     """Routes OpenAI Images API requests to the model deployments by model name."""
 
-    def __init__(self, models: dict[str, DeploymentHandle], service_config: dict[str, Any]):
-        self.config = ServiceConfig.model_validate(service_config)
-        self.models = models
-        self.model_configs = {m.served_name: m for m in self.config.models}
-        self.check_api_key = ApiKeyCheck(load_api_keys(self.config.auth))
-        self.metrics = IngressMetrics()
-        self._infos: dict[str, dict[str, Any]] = {}
+    @staticmethod
+    def deployment_options(config: ServiceConfig) -> dict[str, Any]:
+        """The ingress only awaits: it takes many requests at once on a quarter of a CPU."""
+        return dict(config.ingress_options)
 
-    @app.post("/v1/images/generations")
+    def __init__(self, models: dict[str, DeploymentHandle], config: ServiceConfig):
+        self.config = config
+        self.models = models
+        self.model_configs = {m.served_name: m for m in config.models}
+        self.check_api_key = ApiKeyCheck(load_api_keys(config.auth))
+        self.metrics = IngressMetrics(list(self.model_configs))
+        self.replicas = ReplicaWatch({name: m.deployment_name for name, m in self.model_configs.items()})
+        self._infos: dict[str, dict[str, Any]] = {}
+        self._describing: asyncio.Task | None = None
+
+    @app.post(
+        "/v1/images/generations",
+        openapi_extra=json_body(ImageGenerationRequest),
+        response_model=ImagesResponse,
+        responses=ERRORS,
+    )
     async def generations(self, request: Request) -> Response:
         return await self._observed(request, self._generations(request))
 
-    @app.post("/v1/images/edits")
+    @app.post(
+        "/v1/images/edits",
+        openapi_extra=multipart_body(ImageEditRequest),
+        response_model=ImagesResponse,
+        responses=ERRORS,
+    )
     async def edits(self, request: Request) -> Response:
         return await self._observed(request, self._edits(request))
 
     async def _generations(self, request: Request) -> Response:
-        started = time.perf_counter()
+        arrived = time.time()
         self.check_api_key(request.headers.get("authorization"))
         limits = self.config.limits
         require_content_type(request, "application/json")
-        await read_body(request, limits.max_body_bytes)
-        try:
-            fields = await request.json()
-        except ValueError:
-            raise ServiceError("request body is not valid JSON", code="invalid_json") from None
-        if not isinstance(fields, dict):
-            raise ServiceError("request body must be a JSON object", code="invalid_json")
-        params = parse_params(fields)
+        params = parse_json_body(await read_body(request, limits.max_body_bytes))
         name = request.state.model = self._model_name(params)
         image_request = build_generation_request(params, limits, self.model_configs[name].default_size)
         if params.stream:
             return await self._stream(name, image_request, params, "image_generation")
-        return await self._generate(request, name, image_request, params, started)
+        return await self._generate(request, name, image_request, params, arrived)
 
     async def _edits(self, request: Request) -> Response:
-        started = time.perf_counter()
+        arrived = time.time()
         self.check_api_key(request.headers.get("authorization"))
         limits = self.config.limits
         require_content_type(request, "multipart/form-data")
         await read_body(request, limits.max_body_bytes)
         fields, images, mask = await self._read_form(request)
-        params = parse_params(fields)
+        params = parse_form_fields(fields)
         name = request.state.model = self._model_name(params)
         # Decoding and encoding images take tens of ms: off the event loop, so other requests keep flowing.
         image_request = await asyncio.to_thread(build_edit_request, params, images, mask, limits)
         if params.stream:
             return await self._stream(name, image_request, params, "image_edit")
-        return await self._generate(request, name, image_request, params, started)
+        return await self._generate(request, name, image_request, params, arrived)
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", response_model=ModelList, responses=ERRORS)
     async def list_models(self, request: Request) -> dict[str, Any]:
+        """Answered from the config and what the replicas said of themselves earlier: never waits for a replica."""
         self.check_api_key(request.headers.get("authorization"))
-        infos = await self._describe_all()
-        data = [
-            {
-                "id": name,
-                "object": "model",
-                "created": 0,
-                "owned_by": "flux2-serve",
-                "streaming": True,  # stream=true is served; the playground uses it when this says so
-                **infos.get(name, {}),
-            }
-            for name in self.model_configs
-        ]
-        return {"object": "list", "data": data}
+        self._describe_in_background()
+        return {"object": "list", "data": [self._card(name) for name in self.model_configs]}
+
+    @app.get("/v1/models/{model_id:path}", response_model=ModelCard, responses=ERRORS)
+    async def retrieve_model(self, model_id: str, request: Request) -> dict[str, Any]:
+        self.check_api_key(request.headers.get("authorization"))
+        self._describe_in_background()
+        if model_id not in self.model_configs:
+            raise NotFound(f"The model '{model_id}' does not exist", param="model", code="model_not_found")
+        return self._card(model_id)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def playground(self) -> HTMLResponse:
@@ -217,22 +302,13 @@ class ImagesIngress:
         Asking the replicas themselves would queue behind generations when they are busy, and a busy
         service is not an unready one.
         """
-        running = await asyncio.to_thread(self._running_replicas)
+        running = await self.replicas.refresh()
         ready = all(running.values())
         body = {
             "status": "ready" if ready else "not_ready",
             "models": {name: {"running_replicas": count} for name, count in running.items()},
         }
         return JSONResponse(body, status_code=200 if ready else 503)
-
-    def _running_replicas(self) -> dict[str, int]:
-        application = serve.status().applications[serve.get_replica_context().app_name]
-        return {
-            name: application.deployments[config.deployment_name].replica_states.get("RUNNING", 0)
-            if config.deployment_name in application.deployments
-            else 0
-            for name, config in self.model_configs.items()
-        }
 
     async def _observed(self, request: Request, handler: Awaitable[Response]) -> Response:
         """Count the request by route, model and status (errors included) and time it."""
@@ -241,8 +317,8 @@ class ImagesIngress:
             response = await handler
             status = response.status_code
             return response
-        except ServiceError as err:
-            status = err.status
+        except Flux2Error as err:
+            status = status_of(err)
             raise
         finally:
             model = getattr(request.state, "model", "")
@@ -252,13 +328,15 @@ class ImagesIngress:
     def _model_name(self, params: ImageParams) -> str:
         name = params.model or self.config.default_model
         if name not in self.models:
-            raise ServiceError(
+            raise NotFound(
                 f"The model '{name}' does not exist. Available: {sorted(self.models)}",
-                status=404,
                 param="model",
                 code="model_not_found",
             )
         return name
+
+    def _card(self, name: str) -> dict[str, Any]:
+        return model_card(self.model_configs[name], self.config.limits, self._infos.get(name))
 
     async def _read_form(self, request: Request) -> tuple[dict[str, str], list[bytes], bytes | None]:
         limits = self.config.limits
@@ -267,7 +345,7 @@ class ImagesIngress:
                 max_files=limits.max_reference_images + 8, max_fields=64, max_part_size=limits.max_body_bytes
             )
         except Exception as exc:  # malformed multipart, too many parts
-            raise ServiceError(f"could not parse multipart form: {exc}", code="invalid_multipart") from None
+            raise InvalidRequest(f"could not parse multipart form: {exc}", code="invalid_multipart") from None
         fields: dict[str, str] = {}
         images: list[bytes] = []
         mask: bytes | None = None
@@ -279,33 +357,32 @@ class ImagesIngress:
                 else:
                     images.append(data)
             elif isinstance(value, UploadFile):
-                raise ServiceError(f"unexpected file field '{key}'", param=key, code="invalid_value")
+                raise InvalidRequest(f"unexpected file field '{key}'", param=key, code="invalid_value")
             elif key in fields:
-                raise ServiceError(f"field '{key}' was sent more than once", param=key, code="invalid_value")
+                raise InvalidRequest(f"field '{key}' was sent more than once", param=key, code="invalid_value")
             else:
                 fields[key] = value
         await form.close()
         return fields, images, mask
 
     async def _generate(
-        self, request: Request, name: str, image_request: ImageRequest, params: ImageParams, started: float
+        self, request: Request, name: str, image_request: ImageRequest, params: ImageParams, arrived: float
     ) -> Response:
-        parsed = time.perf_counter()
+        parsed = time.time()
         result = await self._call_model(name, image_request)
-        returned = time.perf_counter()
+        returned = time.time()
         request.state.images = len(result.images)
         # Encoding images and rendering megabytes of base64 JSON take milliseconds: not on the event loop.
         content = await asyncio.to_thread(images_response, result, params)
-        done = time.perf_counter()
-        total_ms = (done - started) * 1000
+        done = time.time()
         timings = result.timings
-        generate_s, queue_s, output_s = (timings.get(key, 0.0) for key in ("generate_s", "queue_s", "output_s"))
+        waited = max(0.0, timings.started_at - parsed)  # Serve's queue, then the replica's
         stages = {
-            "parse": parsed - started,  # read the body, validate, decode reference images
-            "queue": queue_s,  # waiting in the replica for the engine
-            "generate": generate_s,
-            "handle": returned - parsed - queue_s - generate_s - output_s,  # Ray: routing, transfers, bookkeeping
-            "encode": output_s + done - returned,  # images off the GPU (JPEG there or pixels), encoding, base64, JSON
+            "parse": parsed - arrived,  # read the body, validate, decode reference images
+            "queue": waited,
+            "generate": timings.generate_s,
+            "handle": returned - parsed - waited - timings.generate_s - timings.output_s,  # Ray's transfers
+            "encode": timings.output_s + done - returned,  # images off the GPU, encoding, base64, JSON
         }
         headers = {
             "x-model": name,
@@ -314,16 +391,17 @@ class ImagesIngress:
             "x-num-inference-steps": str(result.num_inference_steps),
             "x-mask-applied": str(result.mask_applied).lower(),
             "x-step-cache": str(result.step_cache).lower(),
-            "x-batch-size": str(int(result.timings.get("batch_size", 1))),
-            "x-generate-ms": f"{generate_s * 1000:.1f}",
-            "x-queue-ms": f"{queue_s * 1000:.1f}",
-            "x-total-ms": f"{total_ms:.1f}",
+            "x-batch-size": str(timings.batch_size),
+            "x-generate-ms": f"{timings.generate_s * 1000:.1f}",
+            "x-queue-ms": f"{(parsed - arrived + waited) * 1000:.1f}",  # from arrival to the start of generation
+            "x-total-ms": f"{(done - arrived) * 1000:.1f}",
             "server-timing": ", ".join(f"{key};dur={value * 1000:.1f}" for key, value in stages.items()),
         }
         return Response(content, media_type="application/json", headers=headers)
 
     async def _call_model(self, name: str, image_request: ImageRequest) -> ImageResult:
         timeout = self.config.limits.request_timeout_s
+        await self._require_replica(name)
         response = self.models[name].generate.remote(image_request)
         with model_errors(name, timeout):
             try:
@@ -332,11 +410,23 @@ class ImagesIngress:
                 response.cancel()  # the replica stops the run at its next step instead of finishing it for no one
                 raise
 
+    async def _require_replica(self, name: str) -> None:
+        """Answer at once (503 + Retry-After) when the model has no running replica, instead of letting the
+        request wait for a replacement to load and warm up; ``limits.no_replica_wait_s`` waits that long first."""
+        if await self.replicas.wait_for_running(name, self.config.limits.no_replica_wait_s):
+            return
+        raise Unavailable(
+            f"model {name} has no running replica right now (starting or being replaced); retry shortly",
+            retry_after_s=10,
+            code="no_replica",
+        )
+
     async def _stream(
         self, name: str, image_request: ImageRequest, params: ImageParams, event_prefix: str
     ) -> StreamingResponse:
         """Server-sent events in the OpenAI Images streaming shape, plus a ``.progress`` event a step."""
         timeout = self.config.limits.request_timeout_s
+        await self._require_replica(name)
         handle = self.models[name].options(stream=True)
         events = handle.generate_stream.remote(image_request, params.partial_images or 0)
         with model_errors(name, timeout):  # errors before the first event still get a proper status code
@@ -356,8 +446,9 @@ class ImagesIngress:
                         return
                     with model_errors(name, timeout):
                         event = await events.__anext__()
-            except ServiceError as err:
-                yield f"event: error\ndata: {json.dumps({'type': 'error', **err.body()})}\n\n"
+            except Flux2Error as err:
+                error = {"message": err.message, "type": "server_error", "param": err.param, "code": err.code}
+                yield f"event: error\ndata: {json.dumps({'type': 'error', 'error': error})}\n\n"
             finally:
                 if not isinstance(event, ImageResult):
                     events.cancel()  # the client left or an error ended the stream: stop the run
@@ -365,14 +456,17 @@ class ImagesIngress:
         headers = {"x-model": name, "x-seed": str(image_request.seed), "cache-control": "no-store"}
         return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
 
-    async def _describe_all(self) -> dict[str, dict[str, Any]]:
-        """Each model's description, asked once and kept: it is fixed once a replica is up."""
+    def _describe_in_background(self) -> None:
+        """Ask models not yet described for their details, without making the listing wait for them."""
+        missing = [name for name in self.models if name not in self._infos]
+        if missing and (self._describing is None or self._describing.done()):
+            self._describing = asyncio.create_task(self._describe(missing))
 
+    async def _describe(self, names: list[str]) -> None:
         async def describe(name: str) -> None:
             try:
                 self._infos[name] = await asyncio.wait_for(self.models[name].describe.remote(), DESCRIBE_TIMEOUT_S)
             except Exception:
-                logger.warning("model %s did not describe itself within %ss", name, DESCRIBE_TIMEOUT_S)
+                logger.info("model %s did not describe itself within %ss; asked again later", name, DESCRIBE_TIMEOUT_S)
 
-        await asyncio.gather(*(describe(name) for name in self.models if name not in self._infos))
-        return self._infos
+        await asyncio.gather(*(describe(name) for name in names))

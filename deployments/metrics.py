@@ -5,12 +5,22 @@ from __future__ import annotations
 
 from ray.serve.metrics import Counter, Gauge, Histogram
 
+from deployments.types import Timings
+
 LATENCY_BOUNDARIES_S = [0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300]
 STEP_BOUNDARIES_S = [0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2]
 
 
+def publish_zero(counter: Counter, tags: dict[str, str]) -> None:
+    """Export a counter at 0 before its first event, so dashboards show a flat line instead of no data.
+
+    ``Counter.inc`` refuses 0; recording 0 is what the first ``inc`` would do, less the increment.
+    """
+    counter._record(0, tags=tags)
+
+
 class IngressMetrics:
-    def __init__(self) -> None:
+    def __init__(self, models: list[str]) -> None:
         self.requests = Counter(
             "flux2_requests", "HTTP requests by route, model and status", tag_keys=("route", "model", "status")
         )
@@ -18,6 +28,8 @@ class IngressMetrics:
             "flux2_request_latency_s", "end-to-end request latency", LATENCY_BOUNDARIES_S, tag_keys=("route", "model")
         )
         self.images = Counter("flux2_images_out", "images returned", tag_keys=("model",))
+        for model in models:
+            publish_zero(self.images, {"model": model})
 
     def observe(self, route: str, model: str, status: int, latency_s: float, images: int = 0) -> None:
         self.requests.inc(tags={"route": route, "model": model, "status": str(status)})
@@ -37,12 +49,14 @@ class ModelMetrics:
         self.peak_vram = Gauge("flux2_peak_vram_bytes", "peak VRAM allocated by the last request", keys)
         self.oom_recoveries = Counter("flux2_oom_recoveries", "CUDA OOMs recovered by freeing memory", keys)
         self.failures = Counter("flux2_generate_failures", "requests that failed in the engine", keys)
+        for counter in (self.compiles, self.oom_recoveries, self.failures):
+            publish_zero(counter, self.tags)
 
-    def observe(self, timings: dict[str, float], new_compiles: int, new_ooms: int) -> None:
-        self.queue_wait.observe(timings["queue_s"], tags=self.tags)
-        self.generate.observe(timings["generate_s"], tags=self.tags)
-        self.step.observe(timings["step_s"], tags=self.tags)
-        self.peak_vram.set(timings["peak_vram_gb"] * 2**30, tags=self.tags)
+    def observe(self, timings: Timings, replica_queue_s: float, new_compiles: int, new_ooms: int) -> None:
+        self.queue_wait.observe(replica_queue_s, tags=self.tags)
+        self.generate.observe(timings.generate_s, tags=self.tags)
+        self.step.observe(timings.step_s, tags=self.tags)
+        self.peak_vram.set(timings.peak_vram_gb * 2**30, tags=self.tags)
         if new_compiles:
             self.compiles.inc(new_compiles, tags=self.tags)
         if new_ooms:

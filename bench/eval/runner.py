@@ -21,7 +21,7 @@ from deployments.config import ModelConfig
 from deployments.engine import Flux2Engine
 from deployments.engine.masking import resize_mask, resize_source, run_masked_edit, vae_round_trip
 from deployments.engine.pixels import to_uint8
-from deployments.protocol import ImageRequest
+from deployments.types import ImageRequest
 
 logger = logging.getLogger(__name__)
 SSIM_WINDOW = 11

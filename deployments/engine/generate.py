@@ -22,7 +22,8 @@ from deployments.engine.optimize import apply_optimizations, check_supported
 from deployments.engine.pixels import encode_jpegs, host_pixels, to_uint8_tensor
 from deployments.engine.progress import StepReporter
 from deployments.engine.step_cache import StepCache
-from deployments.protocol import EncodedImage, ImageRequest, ImageResult, ModelInfo, ServiceError
+from deployments.errors import InvalidRequest
+from deployments.types import EncodedImage, ImageRequest, ImageResult, ModelInfo, Timings
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class Flux2Engine:
         steps = first.num_inference_steps or self.default_steps
         guidance = first.guidance_scale if first.guidance_scale is not None else self.default_guidance_scale
         self.memory.reset_peak()
-        start = time.perf_counter()
+        started_at, start = time.time(), time.perf_counter()
         try:
             with self.step_cache.scope(first.step_cache) as cached:
                 pixels = self.memory.run(lambda: self._run_pipeline(requests, steps, guidance, reporter))
@@ -123,13 +124,14 @@ class Flux2Engine:
             self.memory.after_request()
         output_s = time.perf_counter() - start - generate_s
         self.warm_shapes.update(request.shape_key for request in requests)
-        timings = {
-            "generate_s": generate_s,
-            "output_s": output_s,
-            "step_s": generate_s / steps,
-            "peak_vram_gb": self.memory.peak_bytes() / 2**30,
-            "batch_size": len(requests),
-        }
+        timings = Timings(
+            started_at=started_at,
+            generate_s=generate_s,
+            output_s=output_s,
+            step_s=generate_s / steps,
+            peak_vram_gb=self.memory.peak_bytes() / 2**30,
+            batch_size=len(requests),
+        )
         results = []
         for request, images in zip(requests, per_request, strict=True):
             results.append(
@@ -139,7 +141,7 @@ class Flux2Engine:
                     num_inference_steps=steps,
                     guidance_scale=guidance,
                     weights=self.loaded.weights,
-                    timings=dict(timings),
+                    timings=timings,
                     mask_applied=request.mask is not None,
                     step_cache=cached,
                 )
@@ -165,7 +167,7 @@ class Flux2Engine:
             return
         if self.config.unwarmed_shapes == "reject":
             width, height, refs = request.shape_key
-            raise ServiceError(
+            raise InvalidRequest(
                 f"size {width}x{height} with {refs} reference image(s) is not among this model's warmed "
                 "shapes; ask for a configured size",
                 param="size",

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from diffusers import DiffusionPipeline, Flux2KleinKVPipeline, Flux2KleinPipeline, Flux2Pipeline
 
-from deployments.config import AUTO_CPU_SOURCE, AUTO_GPU_SOURCE, RANDOM_SOURCES, TINY_SOURCES, ModelConfig
+from deployments.config import RANDOM_SOURCES, TINY_SOURCES, ModelConfig, weights_label
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def resolve_dtype(config: ModelConfig, device: torch.device) -> torch.dtype:
 def resolve_source(config: ModelConfig, device: torch.device) -> str:
     if config.source != "auto":
         return config.source
-    chosen = AUTO_GPU_SOURCE if device.type == "cuda" else AUTO_CPU_SOURCE
+    chosen = config.with_source_resolved(gpu_available=device.type == "cuda").source
     if chosen in TINY_SOURCES:
         logger.warning(
             "model source 'auto' on a machine without a GPU: serving the TINY RANDOM demo model "
@@ -77,20 +77,17 @@ def load_pipeline(config: ModelConfig) -> LoadedPipeline:
     dtype = resolve_dtype(config, device)
     source = resolve_source(config, device)
     if source in TINY_SOURCES:
-        from deployments.engine.tiny import TINY_BUILDERS
+        from deployments.engine.synthetic.tiny import TINY_BUILDERS
 
         pipeline = TINY_BUILDERS[source]()
-        weights = "random-tiny"
         logger.warning("loaded %s: a TINY RANDOMLY INITIALISED pipeline for tests and demos", source)
     elif source in RANDOM_SOURCES:
-        from deployments.engine.random_weights import build_random_pipeline
+        from deployments.engine.synthetic.random_weights import build_random_pipeline
 
         pipeline = build_random_pipeline(source, device=device, dtype=dtype)
-        weights = "random-full"
         logger.warning("loaded %s: full-size architecture with RANDOM weights (benchmarks only)", source)
     else:
         pipeline = _from_pretrained(source, config.revision, dtype)
-        weights = "pretrained"
     for component in pipeline.components.values():
         if isinstance(component, torch.nn.Module):
             component.eval()  # freshly built modules start in training mode
@@ -98,7 +95,7 @@ def load_pipeline(config: ModelConfig) -> LoadedPipeline:
     if pipeline.transformer.dtype != dtype:  # built in float32: tiny and random sources
         pipeline.to(dtype=dtype)
     pipeline.set_progress_bar_config(disable=True)
-    return LoadedPipeline(pipeline, source, family_of(pipeline), weights, device, dtype)
+    return LoadedPipeline(pipeline, source, family_of(pipeline), weights_label(source), device, dtype)
 
 
 def read_pipeline_class(source: str, revision: str | None = None) -> str:

@@ -52,7 +52,8 @@ from PIL import Image
 
 from deployments.engine.pixels import to_uint8
 from deployments.engine.progress import StepCallback, chain
-from deployments.protocol import ImageRequest, ServiceError
+from deployments.errors import InvalidRequest
+from deployments.types import ImageRequest
 
 LATENT_FEATHER_CELLS = 1.0  # Gaussian sigma of the outward feather, in packed latent cells (16 px each)
 
@@ -204,11 +205,11 @@ def run_masked_edit(
     measuring the latent stage alone).
     """
     if request.mask is None or not request.images:
-        raise ServiceError("a mask needs an image to edit", param="mask", code="invalid_mask")
+        raise InvalidRequest("a mask needs an image to edit", param="mask", code="invalid_mask")
     width, height, n = request.width, request.height, request.n
     multiple = pipeline.vae_scale_factor * 2
     if width % multiple or height % multiple:
-        raise ServiceError(f"masked edits need a size in multiples of {multiple}", param="size", code="invalid_size")
+        raise InvalidRequest(f"masked edits need a size in multiples of {multiple}", param="size", code="invalid_size")
     source = resize_source(request.images[0], width, height)
     mask = resize_mask(request.mask, width, height)
 

@@ -7,7 +7,7 @@ Policies, applied after each request:
 - ``never``: keep the caching allocator's blocks.
 
 An OOM inside a request frees memory and retries the request once; a second OOM raises
-:class:`EngineOverloaded` (a 503 for the client) and leaves the engine usable.
+:class:`~deployments.errors.Overloaded` (retryable) and leaves the engine usable.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import TypeVar
 
 import torch
 
-from deployments.protocol import EngineOverloaded
+from deployments.errors import Overloaded
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -85,6 +85,8 @@ class MemoryManager:
             return fn()
         except torch.OutOfMemoryError as exc:
             self.release()
-            raise EngineOverloaded(
-                "the GPU ran out of memory for this request; retry later or ask for a smaller size or fewer images"
+            raise Overloaded(
+                "the GPU ran out of memory for this request; retry later or ask for a smaller size or fewer images",
+                retry_after_s=5,
+                code="gpu_out_of_memory",
             ) from exc

@@ -49,7 +49,8 @@ from deployments.engine.load import LoadedPipeline, ModelLoadError, load_pipelin
 from deployments.engine.memory import MemoryManager, configure_allocator
 from deployments.engine.optimize import apply_optimizations
 from deployments.engine.progress import GenerationCancelled, StepReporter
-from deployments.protocol import ImageRequest, ImageResult, ServiceError
+from deployments.errors import Flux2Error, InvalidRequest
+from deployments.types import ImageRequest, ImageResult
 
 logger = logging.getLogger(__name__)
 
@@ -268,13 +269,13 @@ class ContextParallelEngine(Flux2Engine):
             raise ContextParallelBroken(f"context-parallel group out of step since: {self.broken}")
         try:
             return run()
-        except ServiceError:
+        except Flux2Error:
             raise  # validation, identical on every rank before any collective
         except AssertionError as exc:
             if _SHARD_ERROR not in str(exc):
                 raise self._mark_broken(exc) from exc
             # Raised on every rank by the sequence split, before the first collective: the group is fine.
-            raise ServiceError(
+            raise InvalidRequest(
                 f"this size does not split evenly over {self.world_size} context-parallel ranks: the image tokens "
                 f"(width/16 x height/16, plus each reference's) must divide by {self.world_size}",
                 param="size",

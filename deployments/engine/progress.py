@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from deployments.protocol import PartialImage, StepProgress
+from deployments.types import PartialImage, StepProgress
 
 StepCallback = Callable[[Any, int, Any, dict], dict]
 

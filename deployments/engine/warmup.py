@@ -10,7 +10,7 @@ import numpy as np
 
 from deployments.config import Shape
 from deployments.engine.generate import Flux2Engine
-from deployments.protocol import ImageRequest
+from deployments.types import ImageRequest
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,8 @@ import io
 
 import openai
 import pytest
-from conftest import decode_b64_image, png_bytes
+
+from tests.helpers import decode_b64_image, png_bytes
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,9 @@ import httpx
 import openai
 import pytest
 import ray
-from conftest import API_KEYS, decode_b64_image, png_bytes
 from ray import serve
+
+from tests.helpers import API_KEYS, decode_b64_image, png_bytes
 
 AUTH = {"authorization": f"Bearer {API_KEYS[1]}"}
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -260,8 +261,8 @@ def test_broken_engine_fails_health_and_refuses_work(ray_cluster: dict[str, int]
     """The replica logic Ray's health checks act on: a sticky CUDA error marks the engine broken."""
     import asyncio
 
-    from deployments.model import Flux2Model
-    from deployments.protocol import ImageRequest, ServiceError
+    from deployments.server import Flux2Model
+    from deployments.types import ImageRequest, ServiceError
 
     def run(coroutine):  # a loop of its own: other tests (Playwright) may own this thread's loop
         with ThreadPoolExecutor(1) as pool:

@@ -18,7 +18,7 @@ from deployments.engine.masking import (
     resize_mask,
     resize_source,
 )
-from deployments.protocol import ImageRequest
+from deployments.types import ImageRequest
 
 PROMPT = "replace the cat with a dog"
 
@@ -150,8 +150,8 @@ def test_openai_mask_png_through_the_request_builder(engine: Flux2Engine) -> Non
 
     (Over real HTTP the same path answers with ``x-mask-applied: true``; that needs the Ray fixture, too
     slow for this file on a small CPU.)"""
-    from deployments.api import build_edit_request, parse_params
     from deployments.config import Limits
+    from deployments.openai.serving import build_edit_request, parse_params
 
     image, mask = source_image(), rect_mask()
     rgba = np.dstack([np.full_like(mask, 255), np.zeros_like(mask), np.zeros_like(mask), 255 - mask])

@@ -11,8 +11,8 @@ import pytest
 from deployments.config import ModelConfig
 from deployments.engine import Flux2Engine, ModelLoadError
 from deployments.engine.load import load_pipeline
-from deployments.engine.tiny import build_tiny_dev, build_tiny_klein
-from deployments.protocol import ImageRequest
+from deployments.engine.synthetic.tiny import build_tiny_dev, build_tiny_klein
+from deployments.types import ImageRequest
 
 
 @pytest.fixture(scope="module", params=["dev", "klein"])

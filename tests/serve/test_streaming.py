@@ -7,7 +7,8 @@ import time
 
 import httpx
 import openai
-from conftest import decode_b64_image, png_bytes
+
+from tests.helpers import decode_b64_image, png_bytes
 
 
 def read_events(response: httpx.Response) -> list[dict]:

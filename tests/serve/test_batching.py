@@ -7,11 +7,11 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
-from conftest import decode_b64_image, png_bytes
 
 from deployments.config import ModelConfig
 from deployments.engine import Flux2Engine
-from deployments.protocol import ImageRequest
+from deployments.types import ImageRequest
+from tests.helpers import decode_b64_image, png_bytes
 
 
 def pixels(response: httpx.Response, index: int = 0) -> np.ndarray:

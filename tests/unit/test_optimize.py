@@ -13,7 +13,7 @@ from deployments.config import ModelConfig
 from deployments.engine import Flux2Engine, ModelLoadError
 from deployments.engine.fp8 import Fp8Linear, Fp8Unsupported, quantize_rowwise, require_fp8_support, swap_linears
 from deployments.engine.optimize import configure_compile_cache, resolve_compile
-from deployments.protocol import ImageRequest
+from deployments.types import ImageRequest
 
 
 def _request(refs: int = 0) -> ImageRequest:

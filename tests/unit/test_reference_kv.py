@@ -8,8 +8,8 @@ import numpy as np
 
 from deployments.config import ModelConfig
 from deployments.engine import Flux2Engine
-from deployments.engine.tiny import build_tiny_klein_kv
-from deployments.protocol import ImageRequest
+from deployments.engine.synthetic.tiny import build_tiny_klein_kv
+from deployments.types import ImageRequest
 
 REFS = tuple(np.random.default_rng(i).integers(0, 256, (64, 80, 3), dtype=np.uint8) for i in range(2))
 

@@ -33,7 +33,7 @@ from diffusers import (
 )
 from transformers import Mistral3Config, Mistral3ForConditionalGeneration, Qwen3Config, Qwen3ForCausalLM
 
-from deployments.engine.tiny import mistral_tokenizer, qwen3_tokenizer
+from deployments.engine.synthetic.tiny import mistral_tokenizer, qwen3_tokenizer
 
 logger = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 
 from deployments import images
-from deployments.api import ImageParams, build_generation_request, images_response, stream_payloads
 from deployments.config import Limits
-from deployments.images import auto_size, decode_image, decode_mask, encode_image, parse_size
-from deployments.protocol import EncodedImage, ImageResult, ServiceError
+from deployments.openai.images import auto_size, decode_image, decode_mask, encode_image, parse_size
+from deployments.openai.serving import ImageParams, build_generation_request, images_response, stream_payloads
+from deployments.types import EncodedImage, ImageResult, ServiceError
 
 LIMITS = Limits()
 

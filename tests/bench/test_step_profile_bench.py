@@ -15,7 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench.common import count_step_flops, step_inputs
 from bench.step_profile import kernel_class
-from deployments.engine.tiny import build_tiny_klein
+from deployments.engine.synthetic.tiny import build_tiny_klein
 
 
 def test_flops_split_counts_attention_exactly() -> None:

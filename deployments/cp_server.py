@@ -7,7 +7,7 @@ publishes ``MASTER_ADDR``/``MASTER_PORT`` (its node IP and a free port) and ever
 ``torch.distributed`` group (NCCL on GPUs, gloo on CPUs) and loads the pipeline with context parallelism
 (:mod:`deployments.engine.parallel`).
 
-Requests take the ordinary :class:`~deployments.model.Flux2Model` path on rank 0 (queueing, batching,
+Requests take the ordinary :class:`~deployments.server.Flux2Model` path on rank 0 (queueing, batching,
 streaming progress, metrics, health): the replica validates, then its engine fans the run out to the
 workers (``follow``) just before running it itself, and waits for them after. Warm-up goes the same way.
 A run that fails on any rank after the ranks started exchanging tensors leaves the group out of step:
@@ -30,12 +30,11 @@ from ray import serve
 from ray.util.placement_group import get_current_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from deployments.app import model_options
 from deployments.config import ModelConfig
 from deployments.engine import warm_up
 from deployments.engine.parallel import ContextParallelEngine, default_backend, free_port, init_process_group
-from deployments.model import MODEL_DEPLOYMENT_DEFAULTS, Flux2Model
-from deployments.protocol import ImageRequest
+from deployments.server import MODEL_DEPLOYMENT_DEFAULTS, Flux2Model
+from deployments.types import ImageRequest
 
 logger = logging.getLogger("ray.serve")
 
@@ -50,11 +49,10 @@ class ContextParallelWorker:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flux2-cp-rank")
         self.engine: ContextParallelEngine | None = None
 
-    def start(self, rank: int, master_addr: str, master_port: int, backend: str, model_config: dict) -> str:
+    def start(self, rank: int, master_addr: str, master_port: int, backend: str, config: ModelConfig) -> str:
         """Join the group and load (rank 0 does the same at the same time); returns where this rank runs."""
 
         def load() -> str:
-            config = ModelConfig.model_validate(model_config)
             options = config.context_parallel
             device = init_process_group(rank, options.degree, master_addr, master_port, backend, options.timeout_s)
             self.engine = ContextParallelEngine.from_config(config)
@@ -75,10 +73,22 @@ class ContextParallelWorker:
 
 @serve.deployment(**MODEL_DEPLOYMENT_DEFAULTS)
 class ContextParallelFlux2Model(Flux2Model.func_or_class):
-    """A :class:`~deployments.model.Flux2Model` whose engine spans the replica's placement group (rank 0 here)."""
+    """A :class:`~deployments.server.Flux2Model` whose engine spans the replica's placement group (rank 0 here)."""
 
-    def __init__(self, model_config: dict[str, Any]):
-        options = ModelConfig.model_validate(model_config).context_parallel
+    @staticmethod
+    def deployment_options(model: ModelConfig) -> dict[str, Any]:
+        """The single-GPU server's options plus one placement bundle per rank, packed on one node (NVLink)."""
+        if model.context_parallel is None:
+            raise ValueError(f"model {model.served_name} has no context_parallel section")
+        serve_options = Flux2Model.deployment_options(model)
+        actor = serve_options["ray_actor_options"]
+        bundle = {key: actor[name] for key, name in (("CPU", "num_cpus"), ("GPU", "num_gpus")) if actor.get(name)}
+        serve_options.setdefault("placement_group_bundles", [bundle] * model.context_parallel.degree)
+        serve_options.setdefault("placement_group_strategy", "STRICT_PACK")
+        return serve_options
+
+    def __init__(self, model_config: ModelConfig):
+        options = model_config.context_parallel
         if options is None:
             raise ValueError("ContextParallelFlux2Model needs a model config with context_parallel set")
         self.options = options
@@ -90,9 +100,8 @@ class ContextParallelFlux2Model(Flux2Model.func_or_class):
         self.workers = self._start_workers()
         backend = default_backend()
         addr, port = ray.util.get_node_ip_address(), free_port()
-        config_json = self.config.model_dump(mode="json")
         started = [
-            worker.start.remote(rank, addr, port, backend, config_json)
+            worker.start.remote(rank, addr, port, backend, self.config)
             for rank, worker in enumerate(self.workers, start=1)
         ]
         init_process_group(0, self.options.degree, addr, port, backend, self.options.timeout_s)
@@ -155,15 +164,3 @@ class ContextParallelFlux2Model(Flux2Model.func_or_class):
             raise RuntimeError(f"context-parallel group out of step: {self.engine.broken}")
         pings = [worker.ping.remote() for worker in self.workers]
         await asyncio.wait_for(asyncio.gather(*pings), WORKER_PING_TIMEOUT_S)
-
-
-def context_parallel_options(model: ModelConfig) -> dict[str, Any]:
-    """Serve options: the model's usual ones plus one bundle per rank, packed on one node."""
-    if model.context_parallel is None:
-        raise ValueError(f"model {model.served_name} has no context_parallel section")
-    serve_options = model_options(model)
-    actor = serve_options["ray_actor_options"]
-    bundle = {key: actor[name] for key, name in (("CPU", "num_cpus"), ("GPU", "num_gpus")) if actor.get(name)}
-    serve_options.setdefault("placement_group_bundles", [bundle] * model.context_parallel.degree)
-    serve_options.setdefault("placement_group_strategy", "STRICT_PACK")
-    return serve_options

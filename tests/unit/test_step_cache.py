@@ -10,7 +10,7 @@ import torch
 
 from deployments.config import ModelConfig
 from deployments.engine import Flux2Engine
-from deployments.protocol import ImageRequest
+from deployments.types import ImageRequest
 
 REQUEST = ImageRequest(prompt="a cat", width=128, height=128, seed=3, num_inference_steps=12)
 TAYLOR = {"cache_interval": 3, "disable_cache_before_step": 4}

@@ -19,8 +19,9 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 import pytest
-from conftest import API_KEYS
 from PIL import Image
+
+from tests.helpers import API_KEYS
 
 try:
     from playwright.sync_api import Browser, Page, Request, Route, expect, sync_playwright

@@ -16,43 +16,44 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from deployments.config import Limits
-from deployments.protocol import ServiceError
+from deployments.errors import InvalidRequest, TooLarge
 
 OUTPUT_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
-ACCEPTED_INPUT_FORMATS = {"PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "MPO"}
+ACCEPTED_INPUT_FORMATS = {"PNG", "JPEG", "MPO", "WEBP"}  # MPO: the JPEG that many phone cameras write
 
 
 def _open(data: bytes, limits: Limits, param: str) -> Image.Image:
     if not data:
-        raise ServiceError(f"{param} is an empty file", param=param, code="invalid_image")
+        raise InvalidRequest(f"{param} is an empty file", param=param, code="invalid_image")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             if image.format not in ACCEPTED_INPUT_FORMATS:
-                raise ServiceError(
+                raise InvalidRequest(
                     f"{param} has unsupported format {image.format}; send PNG, JPEG or WebP",
                     param=param,
                     code="invalid_image_format",
                 )
             if image.width * image.height > limits.max_input_pixels:
-                raise ServiceError(
+                raise TooLarge(
                     f"{param} is {image.width}x{image.height}, over the limit of {limits.max_input_pixels} pixels",
-                    status=413,
                     param=param,
                     code="image_too_large",
                 )
             image.load()
-    except ServiceError:
+    except (InvalidRequest, TooLarge):
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ServiceError(
-            f"{param} is too large to decode safely: {exc}", status=413, param=param, code="image_too_large"
-        ) from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # dimensions far past any limit
+        raise TooLarge(
+            f"{param} is too large to decode safely: over the limit of {limits.max_input_pixels} pixels",
+            param=param,
+            code="image_too_large",
+        ) from None
     except UnidentifiedImageError:
-        raise ServiceError(f"{param} is not an image in a known format", param=param, code="invalid_image") from None
+        raise InvalidRequest(f"{param} is not an image in a known format", param=param, code="invalid_image") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ServiceError(
+        raise InvalidRequest(
             f"{param} could not be decoded as an image ({exc})", param=param, code="invalid_image"
         ) from exc
     return image
@@ -78,13 +79,13 @@ def decode_mask(data: bytes, limits: Limits, size: tuple[int, int]) -> np.ndarra
     """
     image = ImageOps.exif_transpose(_open(data, limits, "mask"))
     if image.size != size:
-        raise ServiceError(
+        raise InvalidRequest(
             f"mask is {image.width}x{image.height} but the first image is {size[0]}x{size[1]}; they must match",
             param="mask",
             code="invalid_mask",
         )
     if "A" not in image.getbands() and not (image.mode == "P" and "transparency" in image.info):
-        raise ServiceError(
+        raise InvalidRequest(
             "mask must be a PNG with an alpha channel (alpha 0 marks the area to edit)",
             param="mask",
             code="invalid_mask",
@@ -92,7 +93,7 @@ def decode_mask(data: bytes, limits: Limits, size: tuple[int, int]) -> np.ndarra
     alpha = np.asarray(image.convert("RGBA"), dtype=np.uint8)[..., 3]
     editable = np.where(alpha == 0, 255, 0).astype(np.uint8)
     if not editable.any():
-        raise ServiceError(
+        raise InvalidRequest(
             "mask has no transparent pixels, so nothing may be edited", param="mask", code="invalid_mask"
         )
     return editable
@@ -100,13 +101,13 @@ def decode_mask(data: bytes, limits: Limits, size: tuple[int, int]) -> np.ndarra
 
 def check_reference_size(width: int, height: int, limits: Limits, param: str) -> None:
     if min(width, height) < limits.min_side:
-        raise ServiceError(
+        raise InvalidRequest(
             f"{param} is {width}x{height}; each side must be at least {limits.min_side} px",
             param=param,
             code="image_too_small",
         )
     if max(width, height) / min(width, height) > limits.max_aspect_ratio:
-        raise ServiceError(
+        raise InvalidRequest(
             f"{param} is {width}x{height}; its aspect ratio must be at most {limits.max_aspect_ratio:g}:1",
             param=param,
             code="invalid_aspect_ratio",
@@ -120,27 +121,27 @@ def parse_size(size: str | None, limits: Limits) -> tuple[int, int] | None:
     try:
         width, height = (int(part) for part in size.lower().split("x"))
     except ValueError:
-        raise ServiceError(
+        raise InvalidRequest(
             f"size must be 'auto' or 'WIDTHxHEIGHT', got {size!r}", param="size", code="invalid_size"
         ) from None
     if width % 16 or height % 16:
-        raise ServiceError(
+        raise InvalidRequest(
             f"size {width}x{height}: width and height must be multiples of 16", param="size", code="invalid_size"
         )
     if min(width, height) < limits.min_side or max(width, height) > limits.max_side:
-        raise ServiceError(
+        raise InvalidRequest(
             f"size {width}x{height}: each side must be between {limits.min_side} and {limits.max_side} px",
             param="size",
             code="invalid_size",
         )
     if width * height > limits.max_output_pixels:
-        raise ServiceError(
+        raise InvalidRequest(
             f"size {width}x{height} is over the limit of {limits.max_output_pixels} pixels",
             param="size",
             code="invalid_size",
         )
     if max(width, height) / min(width, height) > limits.max_aspect_ratio:
-        raise ServiceError(
+        raise InvalidRequest(
             f"size {width}x{height}: aspect ratio must be at most {limits.max_aspect_ratio:g}:1",
             param="size",
             code="invalid_size",

@@ -10,8 +10,9 @@ from collections.abc import Callable
 import httpx
 import numpy as np
 import pytest
-from conftest import TEST_LIMITS, decode_b64_image, png_bytes
 from PIL import Image
+
+from tests.helpers import TEST_LIMITS, decode_b64_image, png_bytes
 
 
 def bomb_png(width: int = 30000, height: int = 30000) -> bytes:

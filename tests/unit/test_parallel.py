@@ -21,7 +21,7 @@ from deployments.config import ModelConfig
 from deployments.engine import Flux2Engine, ModelLoadError
 from deployments.engine.load import load_pipeline
 from deployments.engine.parallel import ContextParallelOptions, check_supported, free_port
-from deployments.protocol import ImageRequest, ServiceError
+from deployments.types import ImageRequest, ServiceError
 
 TINY_DEV = {
     "source": "tiny-dev",
@@ -135,8 +135,9 @@ PARALLEL_CONFIG = {
 def test_context_parallel_replica_over_http(ray_cluster: dict[str, int]) -> None:
     import httpx
     import ray
-    from conftest import decode_b64_image, run_app
     from ray import serve
+
+    from tests.helpers import decode_b64_image, run_app
 
     url = run_app(PARALLEL_CONFIG, "parallel", "/parallel", ray_cluster["http"])
     groups = [g for g in ray.util.placement_group_table().values() if g["state"] == "CREATED"]
@@ -165,7 +166,7 @@ def test_serve_config_of_the_gpu_run_builds() -> None:
     import yaml
 
     from deployments.app import build_app
-    from deployments.parallel_model import context_parallel_options
+    from deployments.cp_server import context_parallel_options
 
     path = Path(__file__).resolve().parent.parent / "bench" / "multi_gpu" / "serve_cp.yaml"
     args = yaml.safe_load(path.read_text())["applications"][0]["args"]

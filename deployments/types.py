@@ -1,4 +1,4 @@
-"""Types shared by the ingress, the model deployment and the engine (no torch, no Ray).
+"""Types shared by the ingress, the model server and the engine (no torch, no Ray, no HTTP).
 
 Images cross deployment boundaries as ``uint8`` arrays of shape (H, W, 3), or as JPEG files when the
 model replica encoded them on its GPU; masks as (H, W) uint8 where 255 marks the editable region.
@@ -51,6 +51,18 @@ class EncodedImage:
     height: int
 
 
+@dataclass(frozen=True)
+class Timings:
+    """Where a request's time went inside the model replica (seconds)."""
+
+    started_at: float = 0.0  # wall clock (time.time()) when the engine began the request
+    generate_s: float = 0.0  # the pipeline call
+    output_s: float = 0.0  # images off the device (JPEG encoded there, where configured)
+    step_s: float = 0.0  # generate_s / steps
+    peak_vram_gb: float = 0.0
+    batch_size: int = 1  # requests that shared the pipeline call
+
+
 @dataclass
 class ImageResult:
     """What the engine returns: ``n`` images plus what the client needs to reproduce them."""
@@ -60,7 +72,7 @@ class ImageResult:
     num_inference_steps: int
     guidance_scale: float
     weights: str  # "pretrained" | "random-tiny" | "random-full": demo outputs are always labelled
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: Timings = field(default_factory=Timings)
     mask_applied: bool = False
     step_cache: bool = False
 
@@ -105,47 +117,3 @@ class ModelInfo:
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "is_demo": self.is_demo}
-
-
-class ServiceError(Exception):
-    """An error with an HTTP status, rendered as the OpenAI error shape by the ingress."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int = 400,
-        type: str = "invalid_request_error",
-        param: str | None = None,
-        code: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.type = type
-        self.param = param
-        self.code = code
-        self.headers = headers or {}
-
-    def __reduce__(self):  # keep status/type/param across Ray's process boundary
-        return (_restore_error, (type(self), dict(self.__dict__)))
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-
-
-def _restore_error(cls: type[ServiceError], state: dict[str, Any]) -> ServiceError:
-    err = Exception.__new__(cls)
-    Exception.__init__(err, state["message"])
-    err.__dict__.update(state)
-    return err
-
-
-class EngineOverloaded(ServiceError):
-    """The GPU ran out of memory even after recovery: retryable, the replica stays healthy."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(
-            message, status=503, type="server_error", code="gpu_out_of_memory", headers={"Retry-After": "5"}
-        )

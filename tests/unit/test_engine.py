@@ -9,7 +9,7 @@ import torch
 from deployments.config import ModelConfig, Shape
 from deployments.engine import Flux2Engine, warm_up
 from deployments.engine.memory import MemoryManager
-from deployments.protocol import EngineOverloaded, ImageRequest, ServiceError
+from deployments.types import EngineOverloaded, ImageRequest, ServiceError
 
 
 def references(count: int, seed: int = 0) -> tuple[np.ndarray, ...]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import httpx
-from conftest import png_bytes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from tests.helpers import png_bytes
 
 ERROR_KEYS = {"message", "type", "param", "code"}
 CLIENT_ERRORS = {400, 404, 413, 415}

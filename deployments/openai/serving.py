@@ -1,6 +1,6 @@
-"""The OpenAI Images API surface: typed request models, validation into ImageRequest, responses.
+"""From validated OpenAI requests to engine requests, and from engine results to OpenAI responses.
 
-Ray-free and torch-free; the ingress deployment is a thin FastAPI layer over these functions.
+Ray-free, torch-free and HTTP-free: the ingress is a thin FastAPI layer over these functions.
 """
 
 from __future__ import annotations
@@ -9,101 +9,81 @@ import base64
 import json
 import secrets
 import time
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from deployments.config import Limits
-from deployments.images import auto_size, decode_image, decode_mask, encode_image, output_quality, parse_size, to_b64
-from deployments.protocol import EncodedImage, ImageRequest, ImageResult, PartialImage, ServiceError, StepProgress
-
-MAX_SEED = 2**62
-
-
-class ImageParams(BaseModel):
-    """Fields shared by ``/v1/images/generations`` and ``/v1/images/edits``.
-
-    Standard OpenAI fields, plus the extensions ``seed``, ``num_inference_steps`` and ``guidance_scale``.
-    OpenAI fields that FLUX.2 has no use for (``quality``, ``moderation``, ``user``, ``input_fidelity``)
-    are accepted and ignored, as the README lists; unknown fields are rejected.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    prompt: str
-    model: str | None = None
-    n: int = Field(default=1, ge=1)
-    size: str | None = "auto"
-    output_format: Literal["png", "jpeg", "webp"] = "png"
-    output_compression: int | None = Field(default=None, ge=0, le=100)
-    response_format: Literal["b64_json", "url"] | None = None
-    background: Literal["auto", "opaque", "transparent"] | None = None
-    stream: bool = False
-    partial_images: int | None = Field(default=None, ge=0, le=3)
-    quality: str | None = None
-    moderation: str | None = None
-    user: str | None = None
-    input_fidelity: str | None = None
-    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
-    num_inference_steps: int | None = Field(default=None, ge=1)
-    guidance_scale: float | None = Field(default=None, ge=0.0)
-    step_cache: bool | None = None
+from deployments.config import Limits, ModelConfig, weights_label
+from deployments.errors import InvalidRequest
+from deployments.openai.images import (
+    auto_size,
+    decode_image,
+    decode_mask,
+    encode_image,
+    output_quality,
+    parse_size,
+    to_b64,
+)
+from deployments.openai.protocol import ImageParams, ModelLimits
+from deployments.types import EncodedImage, ImageRequest, ImageResult, PartialImage, StepProgress
 
 
-def parse_params(fields: dict[str, Any]) -> ImageParams:
-    """Validate raw fields (JSON body or form fields) into ImageParams, or raise a 400 ServiceError."""
-    try:
-        return ImageParams.model_validate(fields)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        param = ".".join(str(part) for part in error["loc"]) or None
-        if error["type"] == "extra_forbidden":
-            message = f"Unknown parameter: '{param}'."
-        elif error["type"] == "missing":
-            message = f"Missing required parameter: '{param}'."
-        else:
-            message = f"Invalid value for '{param}': {error['msg']}."
-        raise ServiceError(message, param=param, code="invalid_value") from None
+def model_card(model: ModelConfig, limits: Limits, described: dict[str, Any] | None) -> dict[str, Any]:
+    """A ``GET /v1/models`` entry: what the config says, then what a replica said of itself (when one has)."""
+    weights = weights_label(model.source)
+    card = {
+        "id": model.served_name,
+        "object": "model",
+        "created": 0,
+        "owned_by": "flux2-serve",
+        "parent": None,
+        "streaming": True,  # stream=true is served; the playground uses it when this says so
+        "weights": weights,
+        "is_demo": weights != "pretrained",
+        "default_size": "{}x{}".format(*model.default_size),
+        "warmup_shapes": [shape.model_dump() for shape in model.warmup_shapes],
+        "limits": {key: getattr(limits, key) for key in ModelLimits.model_fields},
+    }
+    return {**card, **(described or {}), "id": model.served_name}
 
 
 def check_params(params: ImageParams, limits: Limits) -> None:
     """Checks that depend on the configured limits or on features not offered."""
     prompt = params.prompt.strip()
     if not prompt:
-        raise ServiceError("prompt must not be empty", param="prompt", code="invalid_value")
+        raise InvalidRequest("prompt must not be empty", param="prompt", code="invalid_value")
     if len(params.prompt) > limits.max_prompt_chars:
-        raise ServiceError(
+        raise InvalidRequest(
             f"prompt is {len(params.prompt)} characters; the limit is {limits.max_prompt_chars}",
             param="prompt",
             code="invalid_value",
         )
     if params.n > limits.max_n:
-        raise ServiceError(f"n must be between 1 and {limits.max_n}", param="n", code="invalid_value")
+        raise InvalidRequest(f"n must be between 1 and {limits.max_n}", param="n", code="invalid_value")
     if params.num_inference_steps is not None and params.num_inference_steps > limits.max_steps:
-        raise ServiceError(
+        raise InvalidRequest(
             f"num_inference_steps must be between 1 and {limits.max_steps}",
             param="num_inference_steps",
             code="invalid_value",
         )
     if params.guidance_scale is not None and params.guidance_scale > limits.max_guidance_scale:
-        raise ServiceError(
+        raise InvalidRequest(
             f"guidance_scale must be between 0 and {limits.max_guidance_scale:g}",
             param="guidance_scale",
             code="invalid_value",
         )
     if params.response_format == "url":
-        raise ServiceError(
+        raise InvalidRequest(
             "response_format 'url' is not supported by this server; use 'b64_json'",
             param="response_format",
             code="unsupported_value",
         )
     if params.background == "transparent":
-        raise ServiceError(
+        raise InvalidRequest(
             "background 'transparent' is not supported by FLUX.2", param="background", code="unsupported_value"
         )
     if params.partial_images and not params.stream:
-        raise ServiceError("partial_images needs stream=true", param="partial_images", code="invalid_value")
+        raise InvalidRequest("partial_images needs stream=true", param="partial_images", code="invalid_value")
 
 
 def build_generation_request(params: ImageParams, limits: Limits, default_size: tuple[int, int]) -> ImageRequest:
@@ -115,11 +95,11 @@ def build_generation_request(params: ImageParams, limits: Limits, default_size: 
 def build_edit_request(params: ImageParams, images: list[bytes], mask: bytes | None, limits: Limits) -> ImageRequest:
     check_params(params, limits)
     if not images:
-        raise ServiceError(
+        raise InvalidRequest(
             "at least one image is required: send 'image' or 'image[]'", param="image", code="missing_image"
         )
     if len(images) > limits.max_reference_images:
-        raise ServiceError(
+        raise InvalidRequest(
             f"{len(images)} images sent; at most {limits.max_reference_images} are allowed",
             param="image",
             code="too_many_images",

@@ -18,11 +18,12 @@ from typing import Any
 import torch
 from ray import serve
 
-from deployments.config import ModelConfig
+from deployments.config import TINY_SOURCES, ModelConfig
 from deployments.engine import Flux2Engine, warm_up
 from deployments.engine.progress import GenerationCancelled, StepReporter
+from deployments.errors import Unavailable
 from deployments.metrics import ModelMetrics
-from deployments.protocol import ImageRequest, ImageResult, PartialImage, ServiceError, StepProgress
+from deployments.types import ImageRequest, ImageResult, PartialImage, StepProgress
 
 logger = logging.getLogger("ray.serve")
 
@@ -41,12 +42,26 @@ MODEL_DEPLOYMENT_DEFAULTS = {
 }
 
 
+def wants_gpu(model: ModelConfig) -> bool:
+    """Every model takes a GPU but the tiny ones and those configured for the CPU (``auto`` is resolved by now)."""
+    return model.source not in TINY_SOURCES and model.device != "cpu"
+
+
 @serve.deployment(**MODEL_DEPLOYMENT_DEFAULTS)
 class Flux2Model:
     """Serves one FLUX.2 model; ``generate`` takes a validated ImageRequest and returns uint8 images."""
 
-    def __init__(self, model_config: dict[str, Any]):
-        self.config = ModelConfig.model_validate(model_config)
+    @staticmethod
+    def deployment_options(model: ModelConfig) -> dict[str, Any]:
+        """Serve options of this model's deployment: one GPU a replica (none for tiny or CPU models), then
+        the model's ``deployment_options``; a Serve config's ``deployments:`` entry overrides both."""
+        actor_options = {"num_gpus": 1, "num_cpus": 2} if wants_gpu(model) else {"num_gpus": 0, "num_cpus": 0.5}
+        options: dict[str, Any] = {"name": model.deployment_name, **model.deployment_options}
+        options["ray_actor_options"] = {**actor_options, **model.deployment_options.get("ray_actor_options", {})}
+        return options
+
+    def __init__(self, model_config: ModelConfig):
+        self.config = model_config
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flux2-engine")
         self._busy_since: float | None = None
         self._broken: str | None = None
@@ -124,13 +139,7 @@ class Flux2Model:
 
     def _check_usable(self) -> None:
         if self._broken:
-            raise ServiceError(
-                f"model replica is unhealthy: {self._broken}",
-                status=503,
-                type="server_error",
-                code="replica_unhealthy",
-                headers={"Retry-After": "10"},
-            )
+            raise Unavailable(f"model replica is unhealthy: {self._broken}", retry_after_s=10, code="replica_unhealthy")
 
     async def _submit(self, request: ImageRequest, reporter: StepReporter) -> ImageResult:
         queued_at = time.perf_counter()
@@ -164,11 +173,9 @@ class Flux2Model:
         finally:
             self._busy_since = None
         timings = results[0].timings
-        queue_s = time.perf_counter() - queued_at - timings["generate_s"] - timings["output_s"]
-        for result in results:
-            result.timings["queue_s"] = queue_s
+        replica_queue_s = time.perf_counter() - queued_at - timings.generate_s - timings.output_s
         self.metrics.observe(
-            results[0].timings, self.engine.unwarmed_compiles - compiles, self.engine.memory.oom_recoveries - ooms
+            timings, replica_queue_s, self.engine.unwarmed_compiles - compiles, self.engine.memory.oom_recoveries - ooms
         )
         return results
 

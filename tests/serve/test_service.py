@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import httpx
 import numpy as np
-from conftest import decode_b64_image, png_bytes
+
+from tests.helpers import decode_b64_image, png_bytes
 
 
 def edit(client: httpx.Client, images: list[tuple[str, bytes]], **fields: str) -> httpx.Response:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from diffusers import Flux2KleinPipeline, Flux2Pipeline
 
-from deployments.engine.random_weights import (
+from deployments.engine.synthetic.random_weights import (
     PIPELINE_CLASS,
     build_random_pipeline,
     build_tokenizer,
@@ -65,7 +65,7 @@ def test_unknown_source_is_rejected() -> None:
 
 def test_save_pretrained_round_trip(tmp_path) -> None:
     """The saving helper writes a folder that from_pretrained reads back (tiny pipeline, same path)."""
-    from deployments.engine.tiny import build_tiny_klein
+    from deployments.engine.synthetic.tiny import build_tiny_klein
 
     pipeline = build_tiny_klein()
     info = save_random_pipeline("random-klein-4b", tmp_path / "pipe", pipeline=pipeline)

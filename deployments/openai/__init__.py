@@ -1,0 +1,1 @@
+"""The OpenAI Images API surface: typed protocol, request building and responses, image files."""

@@ -1,0 +1,61 @@
+"""How many replicas of each model deployment are running, by the Serve controller's account.
+
+The ingress reads this before it routes a request: a model with no running replica (its only one
+crashed and the replacement is still loading, or it is still starting) is answered at once instead
+of holding the client until a replica is warm. The count is shared by all requests and refreshed off
+the event loop once it is ``max_age_s`` old.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from ray import serve
+
+
+class ReplicaWatch:
+    """Running replicas per served model name (``deployments`` maps names to deployment names)."""
+
+    def __init__(self, deployments: dict[str, str], max_age_s: float = 1.0, poll_s: float = 0.25):
+        self.deployments = deployments
+        self.max_age_s = max_age_s
+        self.poll_s = poll_s
+        self._running: dict[str, int] = {}
+        self._read_at = -float("inf")
+        self._lock = asyncio.Lock()
+        self._refreshing: asyncio.Task | None = None
+
+    def _read(self) -> dict[str, int]:
+        application = serve.status().applications[serve.get_replica_context().app_name]
+        states = {name: status.replica_states for name, status in application.deployments.items()}
+        return {name: states.get(deployment, {}).get("RUNNING", 0) for name, deployment in self.deployments.items()}
+
+    async def refresh(self) -> dict[str, int]:
+        """Ask the controller now (one request at a time; callers that waited share its answer)."""
+        async with self._lock:
+            if time.monotonic() - self._read_at > self.poll_s:
+                self._running = await asyncio.to_thread(self._read)
+                self._read_at = time.monotonic()
+        return dict(self._running)
+
+    async def running(self, name: str) -> int:
+        """The count, refreshed in the background when stale: a request never waits for the controller
+        unless the count it would act on is zero."""
+        stale = time.monotonic() - self._read_at > self.max_age_s
+        if stale and self._running.get(name, 0):
+            if self._refreshing is None or self._refreshing.done():
+                self._refreshing = asyncio.create_task(self.refresh())
+        elif stale:
+            await self.refresh()
+        return self._running.get(name, 0)
+
+    async def wait_for_running(self, name: str, timeout_s: float) -> bool:
+        """Whether ``name`` has a running replica, waiting up to ``timeout_s`` for one to come up."""
+        deadline = time.monotonic() + timeout_s
+        while not await self.running(name):
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(self.poll_s)
+            await self.refresh()
+        return True
