@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import contextmanager
@@ -69,6 +70,9 @@ from deployments.types import ImageRequest, ImageResult
 logger = logging.getLogger("ray.serve")
 
 IMAGE_FIELDS = ("image", "image[]")
+STATIC = files("deployments").joinpath("static")
+STATIC_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+STATIC_TYPES = {"js": "text/javascript", "css": "text/css", "png": "image/png", "svg": "image/svg+xml"}
 DESCRIBE_TIMEOUT_S = 5.0
 
 # The one table from error class to HTTP status. Subclasses come before their base class.
@@ -289,7 +293,15 @@ class ImagesIngress:
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def playground(self) -> HTMLResponse:
-        return HTMLResponse(files("deployments").joinpath("static/index.html").read_text(encoding="utf-8"))
+        return HTMLResponse(STATIC.joinpath("index.html").read_text(encoding="utf-8"))
+
+    @app.get("/static/{name}", include_in_schema=False)
+    async def static_file(self, name: str) -> Response:
+        """The playground's scripts, styles and images: flat file names only, so no path leaves the folder."""
+        kind = STATIC_TYPES.get(name.rpartition(".")[2])
+        if kind is None or not STATIC_NAME.fullmatch(name) or not STATIC.joinpath(name).is_file():
+            raise NotFound(f"no static file {name!r}", code="not_found")
+        return Response(STATIC.joinpath(name).read_bytes(), media_type=kind, headers={"cache-control": "no-cache"})
 
     @app.get("/healthz")
     async def healthz(self) -> dict[str, str]:
