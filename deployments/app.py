@@ -21,7 +21,7 @@ from deployments.server import Flux2Model
 def bind_model(model: ModelConfig) -> serve.Application:
     """A 1-GPU-per-replica deployment, or a context-parallel one spanning ``context_parallel.degree`` GPUs."""
     server = Flux2Model if model.context_parallel is None else ContextParallelFlux2Model
-    return server.options(**server.deployment_options(model)).bind(model)
+    return serve.deployment(server).options(**server.deployment_options(model)).bind(model)
 
 
 def build_app(args: dict[str, Any] | None = None) -> serve.Application:
@@ -30,4 +30,5 @@ def build_app(args: dict[str, Any] | None = None) -> serve.Application:
     has_gpu = ray.is_initialized() and ray.cluster_resources().get("GPU", 0) >= 1
     config = config.model_copy(update={"models": tuple(m.with_source_resolved(has_gpu) for m in config.models)})
     handles = {model.served_name: bind_model(model) for model in config.models}
-    return ImagesIngress.options(**ImagesIngress.deployment_options(config)).bind(handles, config)
+    ingress = serve.deployment(ImagesIngress).options(**ImagesIngress.deployment_options(config))
+    return ingress.bind(handles, config)

@@ -33,9 +33,11 @@ class _Strict(BaseModel):
 class Shape(_Strict):
     """A warm-up shape bucket: output size and number of reference images (0 = text-to-image)."""
 
-    width: int = Field(ge=64, le=4096)
-    height: int = Field(ge=64, le=4096)
-    references: int = Field(default=0, ge=0, le=FLUX2_MAX_REFERENCES)
+    width: int = Field(ge=64, le=4096, description="output width, a multiple of 16")
+    height: int = Field(ge=64, le=4096, description="output height, a multiple of 16")
+    references: int = Field(
+        default=0, ge=0, le=FLUX2_MAX_REFERENCES, description="reference images of the bucket; 0 = text-to-image"
+    )
 
     @model_validator(mode="after")
     def _multiple_of_16(self) -> Shape:
@@ -47,17 +49,21 @@ class Shape(_Strict):
 class Limits(_Strict):
     """Request limits, enforced by the ingress before any GPU work."""
 
-    max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
-    max_input_pixels: int = Field(default=4096 * 4096, gt=0, description="per decoded image (bomb guard)")
-    max_reference_images: int = Field(default=4, ge=1, le=FLUX2_MAX_REFERENCES)
-    min_side: int = Field(default=64, ge=16)
-    max_side: int = Field(default=2048, ge=64)
-    max_output_pixels: int = Field(default=2048 * 2048, gt=0)
-    max_aspect_ratio: float = Field(default=8.0, ge=1.0)
-    max_n: int = Field(default=4, ge=1, le=16)
-    max_prompt_chars: int = Field(default=4000, ge=1)
-    max_steps: int = Field(default=100, ge=1)
-    max_guidance_scale: float = Field(default=20.0, ge=0.0)
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0, description="request body, refused while read (413)")
+    max_input_pixels: int = Field(
+        default=4096 * 4096, gt=0, description="pixels of one uploaded image, checked before decoding (bomb guard)"
+    )
+    max_reference_images: int = Field(
+        default=4, ge=1, le=FLUX2_MAX_REFERENCES, description="images per edit; FLUX.2 takes up to 10"
+    )
+    min_side: int = Field(default=64, ge=16, description="smallest side of an output or a reference, px")
+    max_side: int = Field(default=2048, ge=64, description="largest side of an output, px")
+    max_output_pixels: int = Field(default=2048 * 2048, gt=0, description="width x height of an output")
+    max_aspect_ratio: float = Field(default=8.0, ge=1.0, description="long side / short side, outputs and references")
+    max_n: int = Field(default=4, ge=1, le=16, description="images per request")
+    max_prompt_chars: int = Field(default=4000, ge=1, description="prompt length")
+    max_steps: int = Field(default=100, ge=1, description="num_inference_steps a request may ask for")
+    max_guidance_scale: float = Field(default=20.0, ge=0.0, description="guidance_scale a request may ask for")
     request_timeout_s: float = Field(default=600.0, gt=0, description="a generation running longer is answered 504")
     no_replica_wait_s: float = Field(
         default=0.0,
@@ -93,13 +99,15 @@ class ModelConfig(_Strict):
         description="auto | tiny-dev | tiny-klein | tiny-klein-kv | random-dev | random-klein-4b | random-klein-9b "
         "| hub id | local folder",
     )
-    revision: str | None = None
-    device: Literal["auto", "cuda", "cpu"] = "auto"
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    revision: str | None = Field(default=None, description="hub revision (branch, tag or commit)")
+    device: Literal["auto", "cuda", "cpu"] = Field(default="auto", description="auto: the GPU when there is one")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        default="auto", description="auto: bfloat16 on a GPU, float32 on a CPU"
+    )
     compile: Literal["auto", "none", "regional", "full"] = Field(
         default="auto",
-        description="auto: regional on a GPU, none on a CPU. full: one graph of the whole transformer; a klein "
-        "step up to 2.6% faster, for a 3-6x longer cold warm-up (docs/benchmarks.md)",
+        description="auto: regional (each repeated transformer block compiled once) on a GPU, none on a CPU; full: "
+        "one graph of the whole transformer, for a much longer cold warm-up",
     )
     compile_mode: str | None = Field(
         default=None,
@@ -117,33 +125,44 @@ class ModelConfig(_Strict):
     )
     device_jpeg: bool = Field(
         default=False,
-        description="encode JPEG responses on the GPU (torchvision's nvJPEG): 17 ms less serving time a klein "
-        "1024² request, files 1.6-2x larger (4:4:4 chroma); docs/benchmarks.md",
+        description="encode JPEG responses on the GPU (torchvision's nvJPEG): less serving time, larger files "
+        "(4:4:4 chroma)",
     )
     fuse_qkv: bool = Field(default=False, description="fuse Q/K/V projections into one matmul")
     quantization: Literal["none", "fp8"] = Field(
         default="none", description="fp8: dynamic fp8 activations x fp8 weights in the transformer's linears"
     )
     step_cache: Literal["none", "magcache", "taylorseer"] = Field(
-        default="none", description="diffusers step cache for the transformer"
+        default="none",
+        description="diffusers step cache: reuse transformer work across steps (changes the image; magcache needs "
+        "mag_ratios, or {calibrate: true} once to log them)",
     )
     step_cache_options: dict[str, Any] = Field(
         default_factory=dict, description="TaylorSeerCacheConfig / MagCacheConfig arguments"
     )
     attention_backend: str | None = Field(default=None, description="diffusers attention backend, e.g. flash_hub")
-    warmup_shapes: tuple[Shape, ...] = (Shape(width=1024, height=1024, references=1),)
+    warmup_shapes: tuple[Shape, ...] = Field(
+        default=(Shape(width=1024, height=1024, references=1),),
+        description="shape buckets compiled and run before the replica reports ready",
+    )
     unwarmed_shapes: Literal["compile", "reject"] = Field(
-        default="compile", description="a compiled model meeting a shape outside warmup_shapes"
+        default="compile",
+        description="a compiled model meeting a shape outside warmup_shapes: compile (once, logged and counted) "
+        "or reject (400)",
     )
     default_steps: int | None = Field(default=None, ge=1, description="None: the model family's default")
-    default_guidance_scale: float | None = Field(default=None, ge=0.0)
-    default_size: tuple[int, int] = (1024, 1024)
+    default_guidance_scale: float | None = Field(default=None, ge=0.0, description="None: the model family's default")
+    default_size: tuple[int, int] = Field(default=(1024, 1024), description="(width, height) of size=auto generations")
     max_batch_size: int = Field(
         default=1, ge=1, le=64, description="text-to-image requests batched into one call (1 = off)"
     )
     batch_wait_timeout_s: float = Field(default=0.01, ge=0.0, description="how long a batch waits to fill")
-    vram_policy: Literal["always", "on_pressure", "never"] = "on_pressure"
-    vram_pressure_fraction: float = Field(default=0.9, gt=0.0, le=1.0)
+    vram_policy: Literal["always", "on_pressure", "never"] = Field(
+        default="on_pressure",
+        description="when to return cached VRAM to the driver after a request: always (the next request "
+        "reallocates), on_pressure (reserved over vram_pressure_fraction of the card), never",
+    )
+    vram_pressure_fraction: float = Field(default=0.9, gt=0.0, le=1.0, description="see vram_policy")
     deployment_options: dict[str, Any] = Field(
         default_factory=dict, description="Ray Serve options for this model's deployment (autoscaling, ...)"
     )
@@ -181,7 +200,7 @@ class ModelConfig(_Strict):
 class AuthConfig(_Strict):
     """API keys; with none configured the API is open. Health endpoints and the page are always open."""
 
-    api_keys: tuple[str, ...] = ()
+    api_keys: tuple[str, ...] = Field(default=(), description="accepted keys (Authorization: Bearer <key>)")
     api_keys_env: str | None = Field(default="FLUX2_API_KEYS", description="env var with comma-separated keys")
     api_keys_file: str | None = Field(default=None, description="file with one key a line (a mounted secret)")
 
@@ -189,9 +208,9 @@ class AuthConfig(_Strict):
 class ServiceConfig(_Strict):
     """The whole service: the models to serve and the limits every request is held to."""
 
-    models: tuple[ModelConfig, ...] = (ModelConfig(),)
-    limits: Limits = Limits()
-    auth: AuthConfig = AuthConfig()
+    models: tuple[ModelConfig, ...] = Field(default=(ModelConfig(),), description="the first is the default model")
+    limits: Limits = Field(default=Limits(), description="what a request may ask for")
+    auth: AuthConfig = Field(default=AuthConfig(), description="API keys")
     ingress_options: dict[str, Any] = Field(default_factory=dict, description="Ray Serve options for the ingress")
 
     @model_validator(mode="after")
@@ -206,3 +225,51 @@ class ServiceConfig(_Strict):
     @property
     def default_model(self) -> str:
         return self.models[0].served_name
+
+
+REFERENCE_SECTIONS = (
+    ("args", ServiceConfig),
+    ("models[]", ModelConfig),
+    ("models[].warmup_shapes[]", Shape),
+    ("models[].context_parallel", ContextParallel),
+    ("limits", Limits),
+    ("auth", AuthConfig),
+)
+
+
+def _default(field: Any) -> str:
+    if field.default_factory is not None:
+        return f"`{field.default_factory()!r}`"
+    if isinstance(field.default, BaseModel):
+        return "see below"
+    if isinstance(field.default, tuple) and field.default and isinstance(field.default[0], BaseModel):
+        return "`" + str([item.model_dump(exclude_defaults=True) for item in field.default]) + "`"
+    return "required" if field.is_required() else f"`{field.default!r}`"
+
+
+def reference_markdown() -> str:
+    """The configuration reference, made from the ``Field`` descriptions: they are its one source."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "Everything under `args:` in `serve_config.yaml`, validated at start-up. Generated from the `Field`",
+        "descriptions in `deployments/config.py` by `python -m deployments.config > docs/configuration.md`.",
+    ]
+    for section, model in REFERENCE_SECTIONS:
+        lines += [
+            "",
+            f"## `{section}`",
+            "",
+            (model.__doc__ or "").strip(),
+            "",
+            "| key | default | meaning |",
+            "|---|---|---|",
+        ]
+        for key, field in model.model_fields.items():
+            meaning = (field.description or "").replace("|", "\\|")
+            lines.append(f"| `{key}` | {_default(field)} | {meaning} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(reference_markdown(), end="")

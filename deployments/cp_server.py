@@ -26,14 +26,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import ray
-from ray import serve
 from ray.util.placement_group import get_current_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from deployments.config import ModelConfig
 from deployments.engine import warm_up
 from deployments.engine.parallel import ContextParallelEngine, default_backend, free_port, init_process_group
-from deployments.server import MODEL_DEPLOYMENT_DEFAULTS, Flux2Model
+from deployments.server import Flux2Model
 from deployments.types import ImageRequest
 
 logger = logging.getLogger("ray.serve")
@@ -71,8 +70,7 @@ class ContextParallelWorker:
             )
 
 
-@serve.deployment(**MODEL_DEPLOYMENT_DEFAULTS)
-class ContextParallelFlux2Model(Flux2Model.func_or_class):
+class ContextParallelFlux2Model(Flux2Model):
     """A :class:`~deployments.server.Flux2Model` whose engine spans the replica's placement group (rank 0 here)."""
 
     @staticmethod

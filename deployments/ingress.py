@@ -5,8 +5,6 @@ awaits its ``generate`` and encodes the images. This is the one place that knows
 everywhere else carry a parameter and a code, and ``STATUS`` turns their class into a status.
 """
 
-from __future__ import annotations
-
 import asyncio
 import json
 import logging
@@ -211,7 +209,6 @@ def require_content_type(request: Request, expected: str) -> None:
         )
 
 
-@serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.25})
 @serve.ingress(app)
 class ImagesIngress:
     """Routes OpenAI Images API requests to the model deployments by model name."""
@@ -219,7 +216,7 @@ class ImagesIngress:
     @staticmethod
     def deployment_options(config: ServiceConfig) -> dict[str, Any]:
         """The ingress only awaits: it takes many requests at once on a quarter of a CPU."""
-        return dict(config.ingress_options)
+        return {"max_ongoing_requests": 256, "ray_actor_options": {"num_cpus": 0.25}, **config.ingress_options}
 
     def __init__(self, models: dict[str, DeploymentHandle], config: ServiceConfig):
         self.config = config

@@ -33,7 +33,7 @@ WEDGED_AFTER_S = 1800.0
 
 # One request on the GPU and one ready behind it; a bounded queue; draining outlasts the longest
 # allowed generation (limits.request_timeout_s, 600 s by default).
-MODEL_DEPLOYMENT_DEFAULTS = {
+SERVE_DEFAULTS = {
     "max_ongoing_requests": 2,
     "max_queued_requests": 64,
     "graceful_shutdown_timeout_s": 660,
@@ -47,7 +47,6 @@ def wants_gpu(model: ModelConfig) -> bool:
     return model.source not in TINY_SOURCES and model.device != "cpu"
 
 
-@serve.deployment(**MODEL_DEPLOYMENT_DEFAULTS)
 class Flux2Model:
     """Serves one FLUX.2 model; ``generate`` takes a validated ImageRequest and returns uint8 images."""
 
@@ -56,7 +55,7 @@ class Flux2Model:
         """Serve options of this model's deployment: one GPU a replica (none for tiny or CPU models), then
         the model's ``deployment_options``; a Serve config's ``deployments:`` entry overrides both."""
         actor_options = {"num_gpus": 1, "num_cpus": 2} if wants_gpu(model) else {"num_gpus": 0, "num_cpus": 0.5}
-        options: dict[str, Any] = {"name": model.deployment_name, **model.deployment_options}
+        options: dict[str, Any] = {"name": model.deployment_name, **SERVE_DEFAULTS, **model.deployment_options}
         options["ray_actor_options"] = {**actor_options, **model.deployment_options.get("ray_actor_options", {})}
         return options
 

@@ -30,8 +30,9 @@ from pydantic import BaseModel, ValidationError
 from ray import serve
 from ray.serve.schema import ServeDeploySchema
 
-from deployments.app import build_app, deployment_name, model_options
+from deployments.app import build_app
 from deployments.config import RANDOM_SOURCES, TINY_SOURCES, ServiceConfig
+from deployments.server import Flux2Model
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "cluster"
@@ -245,7 +246,7 @@ def check_serve_config(raw: dict[str, Any]) -> ServeDeploySchema:
     for app in schema.applications:
         assert app.import_path == IMPORT_PATH, app.import_path
         config = ServiceConfig.model_validate(app.args)
-        expected = {INGRESS} | {deployment_name(model) for model in config.models}
+        expected = {INGRESS} | {model.deployment_name for model in config.models}
         configured = {dep.name for dep in app.deployments}
         assert configured <= expected, f"Serve would reject overrides for deployments {configured - expected}"
         assert isinstance(build_app(app.args), serve.Application)
@@ -265,14 +266,14 @@ def gpu_serve_config(raw: dict[str, Any]) -> dict[str, Any]:
 
     figures: dict[str, Any] = {"min_replicas": 0, "max_replicas": 0, "ingress_slots_needed": 0, "resources": []}
     for model in config.models:
-        name = deployment_name(model)
+        name = model.deployment_name
         assert model.source != "auto", f"{name}: `auto` picks GPU or tiny at build time; name the model"
         assert model.source not in TINY_SOURCES + RANDOM_SOURCES, f"{name}: a demo model on a GPU cluster"
         assert model.compile_cache_dir, f"{name}: compile_cache_dir must point at the persistent volume"
         assert name in overrides, f"{name}: the cluster config must set its scaling explicitly"
         dep = overrides[name]
         # A config's ray_actor_options replace the code's whole dict (Serve does not merge them).
-        actor = dep.get("ray_actor_options") or model_options(model)["ray_actor_options"]
+        actor = dep.get("ray_actor_options") or Flux2Model.deployment_options(model)["ray_actor_options"]
         assert actor.get("num_gpus") == 1, f"{name}: each GPU replica must ask for exactly one GPU"
         auto = dep.get("autoscaling_config")
         assert auto, f"{name}: the model deployment must autoscale"

@@ -26,7 +26,7 @@ def test_engine_batch_matches_single_requests() -> None:
     ]
     batched = engine.generate_batch(requests)
     assert [len(result.images) for result in batched] == [1, 2]
-    assert all(result.timings["batch_size"] == 2 for result in batched)
+    assert all(result.timings.batch_size == 2 for result in batched)
     for request, result in zip(requests, batched, strict=True):
         alone = engine.generate(request)
         for a, b in zip(alone.images, result.images, strict=True):

@@ -261,16 +261,15 @@ def test_broken_engine_fails_health_and_refuses_work(ray_cluster: dict[str, int]
     """The replica logic Ray's health checks act on: a sticky CUDA error marks the engine broken."""
     import asyncio
 
+    from deployments.errors import Unavailable
     from deployments.server import Flux2Model
-    from deployments.types import ImageRequest, ServiceError
+    from deployments.types import ImageRequest
 
     def run(coroutine):  # a loop of its own: other tests (Playwright) may own this thread's loop
         with ThreadPoolExecutor(1) as pool:
             return pool.submit(asyncio.run, coroutine).result()
 
-    replica = Flux2Model.func_or_class(
-        {"source": "tiny-klein", "warmup_shapes": [{"width": 64, "height": 64, "references": 0}]}
-    )
+    replica = Flux2Model({"source": "tiny-klein", "warmup_shapes": [{"width": 64, "height": 64, "references": 0}]})
     request = ImageRequest(prompt="a cat", width=64, height=64)
     run(replica.check_health())  # healthy
     assert run(replica.generate(request)).images[0].shape == (64, 64, 3)
@@ -283,6 +282,6 @@ def test_broken_engine_fails_health_and_refuses_work(ray_cluster: dict[str, int]
         run(replica.generate(request))
     with pytest.raises(RuntimeError, match="engine broken"):
         run(replica.check_health())  # Ray replaces a replica whose health check fails
-    with pytest.raises(ServiceError) as err:
+    with pytest.raises(Unavailable) as err:
         run(replica.generate(request))
-    assert err.value.status == 503 and err.value.code == "replica_unhealthy"
+    assert err.value.code == "replica_unhealthy" and err.value.retry_after_s > 0

@@ -9,7 +9,8 @@ import torch
 from deployments.config import ModelConfig, Shape
 from deployments.engine import Flux2Engine, warm_up
 from deployments.engine.memory import MemoryManager
-from deployments.types import EngineOverloaded, ImageRequest, ServiceError
+from deployments.errors import InvalidRequest, Overloaded
+from deployments.types import ImageRequest
 
 
 def references(count: int, seed: int = 0) -> tuple[np.ndarray, ...]:
@@ -80,9 +81,9 @@ def test_unwarmed_shape_rejected_when_configured() -> None:
     warm_up(engine, (Shape(width=64, height=64),))
     engine.compile_mode = "regional"  # as if compiled: shape policing only applies to compiled engines
     engine.generate(ImageRequest(prompt="a cat", width=64, height=64))
-    with pytest.raises(ServiceError) as err:
+    with pytest.raises(InvalidRequest) as err:
         engine.generate(ImageRequest(prompt="a cat", width=128, height=64))
-    assert err.value.code == "shape_not_warmed" and err.value.status == 400
+    assert err.value.code == "shape_not_warmed" and err.value.param == "size"
 
 
 def test_unwarmed_shape_compiles_once_and_is_counted() -> None:
@@ -117,9 +118,9 @@ def test_oom_is_retried_once_after_freeing_memory() -> None:
 
 def test_second_oom_becomes_retryable_503() -> None:
     memory = MemoryManager(torch.device("cpu"))
-    with pytest.raises(EngineOverloaded) as err:
+    with pytest.raises(Overloaded) as err:
         memory.run(FlakyOOM(failures=2))
-    assert err.value.status == 503 and err.value.headers["Retry-After"]
+    assert err.value.code == "gpu_out_of_memory" and err.value.retry_after_s > 0
     assert memory.run(FlakyOOM(failures=0)) == "ok"  # still usable
 
 

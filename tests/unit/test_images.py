@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deployments import images
 from deployments.config import Limits
+from deployments.errors import InvalidRequest, TooLarge
+from deployments.openai import images
 from deployments.openai.images import auto_size, decode_image, decode_mask, encode_image, parse_size
-from deployments.openai.serving import ImageParams, build_generation_request, images_response, stream_payloads
-from deployments.types import EncodedImage, ImageResult, ServiceError
+from deployments.openai.protocol import ImageParams
+from deployments.openai.serving import build_generation_request, images_response, stream_payloads
+from deployments.types import EncodedImage, ImageResult
 
 LIMITS = Limits()
 
@@ -47,9 +49,25 @@ def test_grayscale_becomes_rgb() -> None:
 
 
 def test_input_pixel_limit() -> None:
-    with pytest.raises(ServiceError) as err:
+    with pytest.raises(TooLarge) as err:
         decode_image(encode(Image.new("RGB", (200, 200))), Limits(max_input_pixels=100 * 100))
-    assert err.value.status == 413
+    assert err.value.code == "image_too_large" and "10000 pixels" in err.value.message
+
+
+def test_decompression_bomb_quotes_the_configured_limit() -> None:
+    """An image past Pillow's own bomb threshold is refused with the service's limit, not Pillow's."""
+    header = Image.new("1", (20000, 20000))  # 400 Mpx, far over Pillow's 179 Mpx refusal threshold
+    with pytest.raises(TooLarge) as err:
+        decode_image(encode(header), Limits(max_input_pixels=4096 * 4096))
+    assert str(4096 * 4096) in err.value.message and "Pillow" not in err.value.message
+    assert str(Image.MAX_IMAGE_PIXELS) not in err.value.message
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "TIFF", "BMP"])
+def test_only_png_jpeg_and_webp_are_accepted(fmt: str) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        decode_image(encode(Image.new("RGB", (64, 64)), fmt), LIMITS)
+    assert err.value.code == "invalid_image_format" and fmt in err.value.message
 
 
 def test_mask_alpha_zero_is_editable() -> None:

@@ -154,4 +154,4 @@ def test_device_jpeg_is_refused_on_cpu_and_off_by_default() -> None:
     assert engine.config.device_jpeg is False and engine.info.device_jpeg is False
     result = engine.generate(dataclasses.replace(_request(1), jpeg_quality=90))
     assert result.images[0].shape == (64, 64, 3) and result.images[0].dtype == np.uint8
-    assert result.timings["output_s"] >= 0 and result.timings["generate_s"] > 0
+    assert result.timings.output_s >= 0 and result.timings.generate_s > 0

@@ -21,7 +21,8 @@ from deployments.config import ModelConfig
 from deployments.engine import Flux2Engine, ModelLoadError
 from deployments.engine.load import load_pipeline
 from deployments.engine.parallel import ContextParallelOptions, check_supported, free_port
-from deployments.types import ImageRequest, ServiceError
+from deployments.errors import Flux2Error, InvalidRequest
+from deployments.types import ImageRequest
 
 TINY_DEV = {
     "source": "tiny-dev",
@@ -58,7 +59,7 @@ def _rank_main(rank: int, world_size: int, port: int, results: Any) -> None:
             seen.clear()
             try:
                 outputs.append((engine.generate(request).images, max(seen)))
-            except ServiceError as exc:
+            except Flux2Error as exc:
                 outputs.append(exc.code)
         if rank == 0:
             results.put(("ok", outputs))
@@ -166,17 +167,17 @@ def test_serve_config_of_the_gpu_run_builds() -> None:
     import yaml
 
     from deployments.app import build_app
-    from deployments.cp_server import context_parallel_options
+    from deployments.cp_server import ContextParallelFlux2Model
 
     path = Path(__file__).resolve().parent.parent / "bench" / "multi_gpu" / "serve_cp.yaml"
     args = yaml.safe_load(path.read_text())["applications"][0]["args"]
     build_app(args)
-    options = context_parallel_options(ModelConfig.model_validate(args["models"][0]))
+    options = ContextParallelFlux2Model.deployment_options(ModelConfig.model_validate(args["models"][0]))
     assert options["placement_group_bundles"] == [{"CPU": 2, "GPU": 1}] * 2
     assert options["placement_group_strategy"] == "STRICT_PACK"
     assert options["ray_actor_options"]["num_gpus"] == 1 and options["num_replicas"] == 1
     with pytest.raises(ValueError, match="no context_parallel"):
-        context_parallel_options(ModelConfig.model_validate(args["models"][1]))
+        ContextParallelFlux2Model.deployment_options(ModelConfig.model_validate(args["models"][1]))
 
 
 def test_a_failed_run_breaks_the_group_but_a_refused_split_does_not() -> None:
@@ -191,9 +192,9 @@ def test_a_failed_run_breaks_the_group_but_a_refused_split_does_not() -> None:
     def failed() -> None:
         raise RuntimeError("NCCL error: unhandled system error")
 
-    with pytest.raises(ServiceError) as refused:
+    with pytest.raises(InvalidRequest) as refused:
         engine._guarded(refused_split)
-    assert refused.value.code == "size_not_divisible" and refused.value.status == 400 and engine.broken is None
+    assert refused.value.code == "size_not_divisible" and engine.broken is None
     with pytest.raises(ContextParallelBroken):
         engine._guarded(failed)
     assert engine.broken and "NCCL error" in engine.broken
