@@ -264,7 +264,7 @@ class ContextParallelEngine(Flux2Engine):
         return images
 
     def _guarded(self, run: Callable[[], T]) -> T:
-        """Map a failed run to what it means for the group: a clean 400 or a broken group."""
+        """Map a failed run to what it means for the group: an invalid request (all ranks agree) or a broken group."""
         if self.broken:
             raise ContextParallelBroken(f"context-parallel group out of step since: {self.broken}")
         try:
