@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import httpx
+import pytest
+import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -71,3 +73,21 @@ def test_fuzz_edits_multipart(client: httpx.Client, fields: dict, images: list[b
     data = {name: str(value) for name, value in fields.items()}
     files = [(key, (f"{i}.png", blob, "image/png")) for i, blob in enumerate(images)] or [("x", (None, "y"))]
     assert_sane(client.post("/v1/images/edits", data=data, files=files, timeout=60))
+
+
+# Schema-driven: every operation /openapi.json declares, with bodies generated from its request schema.
+@pytest.fixture(scope="module")
+def api_schema(base_url: str) -> schemathesis.BaseSchema:
+    return schemathesis.openapi.from_url(f"{base_url}/openapi.json")
+
+
+api = schemathesis.pytest.from_fixture("api_schema")
+
+
+@api.parametrize()
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+def test_fuzz_every_declared_operation(case: schemathesis.Case, base_url: str) -> None:
+    response = case.call(base_url=base_url, timeout=60)
+    assert response.status_code < 500, (case.as_curl_command(), response.text[:500])
+    if response.status_code >= 400:
+        assert set(response.json()["error"]) == ERROR_KEYS, response.text[:500]

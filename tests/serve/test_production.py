@@ -8,6 +8,7 @@ to test-artifacts/operations.json; docs/operations.md records a run.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -20,7 +21,7 @@ import pytest
 import ray
 from ray import serve
 
-from tests.helpers import API_KEYS, decode_b64_image, png_bytes
+from tests.helpers import API_KEYS, TEST_LIMITS, decode_b64_image, png_bytes, production_model, run_app
 
 AUTH = {"authorization": f"Bearer {API_KEYS[1]}"}
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -125,6 +126,40 @@ def test_prometheus_metrics_are_exported(prod_url: str, ray_cluster: dict[str, i
     assert wait_until(scraped_all, timeout_s=90, interval_s=2), [n for n in wanted if n not in text]
 
 
+DOCUMENTED = [Path(__file__).resolve().parents[2] / name for name in ("README.md", "docs/operations.md")]
+
+
+def test_every_documented_metric_is_scraped(prod_url: str, ray_cluster: dict[str, int]) -> None:
+    """Every metric name the README and the PromQL in docs/operations.md use exists in a real scrape, the
+    should-stay-flat counters included before their first event."""
+    names = {name for path in DOCUMENTED for name in re.findall(r"\bray_[a-z0-9_]+", path.read_text())}
+    assert "ray_flux2_compile_events_total" in names
+    with httpx.Client(base_url=prod_url, timeout=60) as client:
+        assert client.post("/v1/images/generations", json={"prompt": "a cat"}, headers=AUTH).status_code == 200
+        assert client.post("/v1/images/generations", json={"prompt": ""}, headers=AUTH).status_code == 400
+    scraped: set[str] = set()
+    zero: dict[str, float] = {}
+
+    def scraped_all() -> bool:
+        text = httpx.get(f"http://127.0.0.1:{ray_cluster['metrics']}/metrics", timeout=10).text
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name = re.split(r"[{ ]", line, maxsplit=1)[0]
+                scraped.add(name)
+                if 'application="prod"' in line:
+                    zero[name] = float(line.rsplit(" ", 1)[1])
+        return all(_exported(name, scraped) for name in names)
+
+    assert wait_until(scraped_all, timeout_s=90, interval_s=2), sorted(n for n in names if not _exported(n, scraped))
+    for counter in ("ray_flux2_compile_events_total", "ray_flux2_oom_recoveries_total"):
+        assert zero.get(counter) == 0.0, (counter, zero.get(counter))
+
+
+def _exported(name: str, scraped: set[str]) -> bool:
+    """A histogram is documented by its base name and scraped as _bucket, _sum and _count."""
+    return name in scraped or any(f"{name}_{part}" in scraped for part in ("bucket", "sum", "count"))
+
+
 # --- backpressure and faults ------------------------------------------------------------------------------------
 
 
@@ -202,6 +237,51 @@ def test_replica_killed_mid_request_answers_cleanly_and_recovers(tight_url: str)
     assert recovered
 
 
+# A replica whose warm-up takes seconds, so its replacement leaves a window with no running replica.
+SLOW_START_SHAPES = [{"width": 512, "height": 512, "references": refs} for refs in range(4)]
+
+
+def slow_start_app(name: str, wait_s: float, port: int) -> str:
+    model = {**production_model(num_replicas=1), "warmup_shapes": SLOW_START_SHAPES}
+    limits = {**TEST_LIMITS, "no_replica_wait_s": wait_s}
+    config = {"models": [model], "limits": limits, "ingress_options": {"ray_actor_options": {"num_cpus": 0.1}}}
+    return run_app(config, name, f"/{name}", port)
+
+
+def kill_and_wait_for_no_replica(app: str) -> None:
+    kill_replica(app, "Flux2Model-flux2")
+    assert wait_until(lambda: running_replicas(app) == 0, timeout_s=30, interval_s=0.1)
+    time.sleep(1.5)  # older than the ingress's cached replica count
+
+
+def test_model_without_a_running_replica_is_answered_at_once(ray_cluster: dict[str, int]) -> None:
+    url = slow_start_app("lonely", wait_s=0, port=ray_cluster["http"])
+    with httpx.Client(base_url=url, timeout=120) as client:
+        kill_and_wait_for_no_replica("lonely")
+        started = time.perf_counter()
+        response = client.post("/v1/images/generations", json={"prompt": "a cat"})
+        elapsed = time.perf_counter() - started
+        still_down = running_replicas("lonely") == 0
+        recovered = wait_until(
+            lambda: client.post("/v1/images/generations", json={"prompt": "a cat"}).status_code == 200, 120, 1
+        )
+    serve.delete("lonely")
+    assert still_down, "the replacement came up before the request: the window was not tested"
+    assert response.status_code == 503 and response.json()["error"]["code"] == "no_replica", response.text
+    assert int(response.headers["retry-after"]) > 0 and elapsed < 2.0, elapsed
+    assert recovered
+
+
+def test_no_replica_wait_holds_the_request_until_a_replica_is_up(ray_cluster: dict[str, int]) -> None:
+    url = slow_start_app("patient", wait_s=120, port=ray_cluster["http"])
+    with httpx.Client(base_url=url, timeout=180) as client:
+        kill_and_wait_for_no_replica("patient")
+        response = client.post("/v1/images/generations", json={"prompt": "a cat"})
+    serve.delete("patient")
+    assert response.status_code == 200, response.text
+    assert float(response.headers["x-queue-ms"]) > 1000  # it waited for the replacement's warm-up
+
+
 def test_ingress_restart_recovers(prod_url: str) -> None:
     with httpx.Client(base_url=prod_url, timeout=30) as client:
         kill_replica("prod", "ImagesIngress")
@@ -261,6 +341,7 @@ def test_broken_engine_fails_health_and_refuses_work(ray_cluster: dict[str, int]
     """The replica logic Ray's health checks act on: a sticky CUDA error marks the engine broken."""
     import asyncio
 
+    from deployments.config import ModelConfig
     from deployments.errors import Unavailable
     from deployments.server import Flux2Model
     from deployments.types import ImageRequest
@@ -269,7 +350,8 @@ def test_broken_engine_fails_health_and_refuses_work(ray_cluster: dict[str, int]
         with ThreadPoolExecutor(1) as pool:
             return pool.submit(asyncio.run, coroutine).result()
 
-    replica = Flux2Model({"source": "tiny-klein", "warmup_shapes": [{"width": 64, "height": 64, "references": 0}]})
+    config = {"source": "tiny-klein", "warmup_shapes": [{"width": 64, "height": 64, "references": 0}]}
+    replica = Flux2Model(ModelConfig.model_validate(config))
     request = ImageRequest(prompt="a cat", width=64, height=64)
     run(replica.check_health())  # healthy
     assert run(replica.generate(request)).images[0].shape == (64, 64, 3)
