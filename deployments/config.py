@@ -15,6 +15,12 @@ RANDOM_SOURCES = ("random-dev", "random-klein-4b", "random-klein-9b")
 AUTO_GPU_SOURCE = "black-forest-labs/FLUX.2-klein-4B"
 AUTO_CPU_SOURCE = "tiny-dev"
 FLUX2_MAX_REFERENCES = 10
+SIZE_MULTIPLE = 16  # FLUX.2 sizes: the VAE's 8x downscale, then 2x2 patches per token
+
+
+def on_grid(*sides: int) -> bool:
+    """Whether every side is a multiple of ``SIZE_MULTIPLE``, as FLUX.2's latent grid needs."""
+    return all(side % SIZE_MULTIPLE == 0 for side in sides)
 
 
 def weights_label(source: str) -> str:
@@ -40,9 +46,9 @@ class Shape(_Strict):
     )
 
     @model_validator(mode="after")
-    def _multiple_of_16(self) -> Shape:
-        if self.width % 16 or self.height % 16:
-            raise ValueError(f"shape {self.width}x{self.height} must be a multiple of 16")
+    def _on_grid(self) -> Shape:
+        if not on_grid(self.width, self.height):
+            raise ValueError(f"shape {self.width}x{self.height} must be a multiple of {SIZE_MULTIPLE}")
         return self
 
 
@@ -172,9 +178,9 @@ class ModelConfig(_Strict):
 
     @field_validator("default_size")
     @classmethod
-    def _size_multiple_of_16(cls, v: tuple[int, int]) -> tuple[int, int]:
-        if v[0] % 16 or v[1] % 16:
-            raise ValueError("default_size must be multiples of 16")
+    def _size_on_grid(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if not on_grid(*v):
+            raise ValueError(f"default_size must be multiples of {SIZE_MULTIPLE}")
         return v
 
     @property

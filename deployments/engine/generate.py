@@ -12,9 +12,9 @@ import time
 
 import numpy as np
 import torch
-from PIL import Image
 
 from deployments.config import ModelConfig
+from deployments.engine.flux2 import call_pipeline, seed_generators
 from deployments.engine.load import LoadedPipeline, load_pipeline, resolve_device
 from deployments.engine.masking import run_masked_edit
 from deployments.engine.memory import MemoryManager, configure_allocator
@@ -183,31 +183,10 @@ class Flux2Engine:
         request = requests[0]
         if reporter is not None:
             reporter.start(steps, request.width, request.height)
-        guidance_kwargs = {"guidance_scale": guidance} if self.takes_guidance else {}
+        guidance_or_none = guidance if self.takes_guidance else None
         if request.mask is not None:  # latent-space masked denoising + feathered composite
-            guidance_or_none = guidance if self.takes_guidance else None
-            return to_uint8_tensor(
-                run_masked_edit(self.pipeline, request, steps, guidance_or_none, step_callback=reporter)
-            )
-        references = [Image.fromarray(image) for image in request.images] or None
-        # Image i of a request uses seed + i, so each image can be reproduced alone with n=1.
-        generators = [torch.Generator("cpu").manual_seed(r.seed + i) for r in requests for i in range(r.n)]
-        if len(requests) == 1:
-            prompt, per_prompt = request.prompt, request.n
+            images = run_masked_edit(self.pipeline, request, steps, guidance_or_none, step_callback=reporter)
         else:
-            prompt, per_prompt = [r.prompt for r in requests for _ in range(r.n)], 1
-        with torch.inference_mode():
-            output = self.pipeline(
-                image=references,
-                prompt=prompt,
-                height=request.height,
-                width=request.width,
-                num_inference_steps=steps,
-                num_images_per_prompt=per_prompt,
-                **guidance_kwargs,
-                generator=generators,
-                output_type="pt",
-                callback_on_step_end=reporter,
-                callback_on_step_end_tensor_inputs=["latents"],
-            )
-        return to_uint8_tensor(output.images)
+            generators = seed_generators(requests)
+            images = call_pipeline(self.pipeline, requests, steps, guidance_or_none, generators, callback=reporter)
+        return to_uint8_tensor(images)

@@ -50,8 +50,9 @@ import torch.nn.functional as F
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
+from deployments.engine.flux2 import StepCallback, call_pipeline, decode_latents, seed_generators
 from deployments.engine.pixels import to_uint8
-from deployments.engine.progress import StepCallback, chain
+from deployments.engine.progress import chain
 from deployments.errors import InvalidRequest
 from deployments.types import ImageRequest
 
@@ -150,14 +151,7 @@ def vae_round_trip(pipeline, source: np.ndarray) -> np.ndarray:
             ),
             generator=None,
         )
-        bn = pipeline.vae.bn
-        std = torch.sqrt(bn.running_var.view(1, -1, 1, 1) + pipeline.vae.config.batch_norm_eps)
-        latents = pipeline._unpatchify_latents(
-            latents * std.to(latents) + bn.running_mean.view(1, -1, 1, 1).to(latents)
-        )
-        decoded = pipeline.image_processor.postprocess(
-            pipeline.vae.decode(latents, return_dict=False)[0], output_type="pt"
-        )
+        decoded = pipeline.image_processor.postprocess(decode_latents(pipeline, latents), output_type="pt")
     return to_uint8(decoded)[0]
 
 
@@ -206,32 +200,18 @@ def run_masked_edit(
     """
     if request.mask is None or not request.images:
         raise InvalidRequest("a mask needs an image to edit", param="mask", code="invalid_mask")
-    width, height, n = request.width, request.height, request.n
-    multiple = pipeline.vae_scale_factor * 2
-    if width % multiple or height % multiple:
-        raise InvalidRequest(f"masked edits need a size in multiples of {multiple}", param="size", code="invalid_size")
+    width, height = request.width, request.height
     source = resize_source(request.images[0], width, height)
     mask = resize_mask(request.mask, width, height)
 
-    generators = [torch.Generator("cpu").manual_seed(request.seed + i) for i in range(n)]
+    generators = seed_generators([request])
     with torch.inference_mode():
         noise, blender = prepare_latent_blend(pipeline, source, mask, generators)
-        output = pipeline(
-            image=[Image.fromarray(image) for image in request.images],
-            prompt=request.prompt,
-            height=height,
-            width=width,
-            num_inference_steps=steps,
-            **({} if guidance is None else {"guidance_scale": guidance}),
-            num_images_per_prompt=n,
-            generator=generators,
-            latents=noise,
-            callback_on_step_end=chain([blender, step_callback]),
-            callback_on_step_end_tensor_inputs=["latents"],
-            output_type="pt",
-        )
+    callback = chain([blender, step_callback])
+    generated = call_pipeline(pipeline, [request], steps, guidance, generators, latents=noise, callback=callback)
+    with torch.inference_mode():
         # Composite on the pipeline's device (at 1024² the blur costs ~0.1 s on one CPU core).
-        generated = output.images.float()  # (n, 3, H, W) in [0, 1]
+        generated = generated.float()  # (n, 3, H, W) in [0, 1]
         if composite:
             feather = default_feather_px(width, height) if feather_px is None else feather_px
             alpha = pixel_alpha(mask, feather, generated.device)

@@ -11,9 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from deployments.engine.flux2 import StepCallback, decode_latents
 from deployments.types import PartialImage, StepProgress
-
-StepCallback = Callable[[Any, int, Any, dict], dict]
 
 
 class GenerationCancelled(Exception):
@@ -26,18 +25,11 @@ def preview_steps(total: int, partial_images: int) -> list[int]:
 
 
 def decode_preview(pipeline: Any, latents: torch.Tensor, width: int, height: int) -> np.ndarray:
-    """Decode the first image's current packed latents (tokens in row-major grid order) to uint8 RGB.
-
-    Mirrors the end of the FLUX.2 pipelines: un-pack, undo the latent batch-norm, un-patchify, VAE decode.
-    """
+    """Decode the first image's current packed latents (tokens in row-major grid order) to uint8 RGB."""
     grid_h, grid_w = height // (pipeline.vae_scale_factor * 2), width // (pipeline.vae_scale_factor * 2)
     tokens = latents[:1]
     packed = tokens.reshape(1, grid_h, grid_w, tokens.shape[-1]).permute(0, 3, 1, 2)
-    bn = pipeline.vae.bn
-    mean = bn.running_mean.view(1, -1, 1, 1).to(packed.device, packed.dtype)
-    std = torch.sqrt(bn.running_var.view(1, -1, 1, 1) + pipeline.vae.config.batch_norm_eps).to(packed)
-    latent = pipeline._unpatchify_latents(packed * std + mean).to(pipeline.vae.dtype)
-    image = pipeline.vae.decode(latent, return_dict=False)[0]
+    image = decode_latents(pipeline, packed)
     pixels = ((image[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return pixels.permute(1, 2, 0).cpu().numpy()
 

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from deployments.config import Limits
+from deployments.config import SIZE_MULTIPLE, Limits, on_grid
 from deployments.errors import InvalidRequest, TooLarge
 
 OUTPUT_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
@@ -124,9 +124,11 @@ def parse_size(size: str | None, limits: Limits) -> tuple[int, int] | None:
         raise InvalidRequest(
             f"size must be 'auto' or 'WIDTHxHEIGHT', got {size!r}", param="size", code="invalid_size"
         ) from None
-    if width % 16 or height % 16:
+    if not on_grid(width, height):
         raise InvalidRequest(
-            f"size {width}x{height}: width and height must be multiples of 16", param="size", code="invalid_size"
+            f"size {width}x{height}: width and height must be multiples of {SIZE_MULTIPLE}",
+            param="size",
+            code="invalid_size",
         )
     if min(width, height) < limits.min_side or max(width, height) > limits.max_side:
         raise InvalidRequest(
@@ -153,7 +155,7 @@ def auto_size(width: int, height: int, limits: Limits) -> tuple[int, int]:
     """The output size for ``size=auto`` on an edit: the first image's size, scaled into the limits
     and snapped down to multiples of 16."""
     scale = min(1.0, math.sqrt(limits.max_output_pixels / (width * height)), limits.max_side / max(width, height))
-    snap = lambda side: max(limits.min_side, int(side * scale) // 16 * 16)  # noqa: E731
+    snap = lambda side: max(limits.min_side, int(side * scale) // SIZE_MULTIPLE * SIZE_MULTIPLE)  # noqa: E731
     return snap(width), snap(height)
 
 

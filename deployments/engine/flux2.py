@@ -1,0 +1,71 @@
+"""What the engine asks of a FLUX.2 pipeline: the one pipeline call, the seeds, and decoding latents.
+
+Plain and masked requests go through the same call with the same arguments; a masked edit only adds its
+initial noise and a step callback (``deployments.engine.masking``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from PIL import Image
+
+from deployments.types import ImageRequest
+
+StepCallback = Callable[[Any, int, Any, dict], dict]  # diffusers' callback_on_step_end
+
+
+def seed_generators(requests: list[ImageRequest]) -> list[torch.Generator]:
+    """One generator per image: image i of a request starts from the noise of ``seed + i``."""
+    return [torch.Generator("cpu").manual_seed(request.seed + i) for request in requests for i in range(request.n)]
+
+
+def call_pipeline(
+    pipeline: Any,
+    requests: list[ImageRequest],
+    steps: int,
+    guidance: float | None,
+    generators: list[torch.Generator],
+    *,
+    latents: torch.Tensor | None = None,
+    callback: StepCallback | None = None,
+) -> torch.Tensor:
+    """Run ``requests`` (one, or text-to-image requests of one shape) in one call: (N, 3, H, W) floats in [0, 1].
+
+    ``guidance`` is None for pipelines that take none (the reference-KV klein pipeline).
+    """
+    first = requests[0]
+    if len(requests) == 1:
+        prompt, per_prompt = first.prompt, first.n
+    else:
+        prompt, per_prompt = [r.prompt for r in requests for _ in range(r.n)], 1
+    with torch.inference_mode():
+        output = pipeline(
+            image=[Image.fromarray(image) for image in first.images] or None,
+            prompt=prompt,
+            height=first.height,
+            width=first.width,
+            num_inference_steps=steps,
+            num_images_per_prompt=per_prompt,
+            **({} if guidance is None else {"guidance_scale": guidance}),
+            generator=generators,
+            latents=latents,
+            output_type="pt",
+            callback_on_step_end=callback,
+            callback_on_step_end_tensor_inputs=["latents"],
+        )
+    return output.images
+
+
+def decode_latents(pipeline: Any, latents: torch.Tensor) -> torch.Tensor:
+    """Normalised, patchified latents (B, C, h, w), as the pipeline keeps them, to VAE output in [-1, 1].
+
+    The end of the FLUX.2 pipelines: undo the latent batch-norm, un-patchify, decode.
+    """
+    bn = pipeline.vae.bn
+    mean = bn.running_mean.view(1, -1, 1, 1).to(latents.device, latents.dtype)
+    std = torch.sqrt(bn.running_var.view(1, -1, 1, 1) + pipeline.vae.config.batch_norm_eps).to(latents)
+    unpatchified = pipeline._unpatchify_latents(latents * std + mean).to(pipeline.vae.dtype)
+    return pipeline.vae.decode(unpatchified, return_dict=False)[0]
