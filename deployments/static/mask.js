@@ -56,6 +56,7 @@ export class MaskPainter {
     this.erasing = false;
     this.stroke = null; // the last point of the stroke under way, in image pixels
     this.keyPoint = null; // the keyboard brush position, in image pixels
+    this.keyStroke = false; // Shift + arrows are painting
     this.bindPointer();
     this.bindKeys();
     sizeInput.addEventListener("input", () => this.showSize());
@@ -73,22 +74,26 @@ export class MaskPainter {
 
   /** Show `url` (the first reference) and start a blank mask at its size, or keep the current one, resized. */
   async setImage(url, keep = false) {
+    const previous = keep && this.paintedCount ? [this.mask, this.width, this.height] : null;
+    // Empty until the image decodes: a broken one leaves no mask of an earlier image behind.
+    this.width = 0;
+    this.height = 0;
+    this.mask = new Uint8Array(0);
+    this.undoStack = [];
     this.image.src = url;
     await this.image.decode();
     const width = this.image.naturalWidth;
     const height = this.image.naturalHeight;
-    const kept = keep && this.width ? resizeMask(this.mask, this.width, this.height, width, height) : null;
     this.width = width;
     this.height = height;
     this.canvas.width = width;
     this.canvas.height = height;
     this.pixels = this.ctx.createImageData(width, height);
     this.words = new Uint32Array(this.pixels.data.buffer);
-    this.mask = kept || new Uint8Array(width * height);
-    this.undoStack = [];
+    this.mask = previous ? resizeMask(...previous, width, height) : new Uint8Array(width * height);
     const longest = Math.max(width, height);
     this.sizeInput.max = String(Math.max(8, Math.round(longest / 3)));
-    if (!keep) this.sizeInput.value = String(Math.max(2, Math.round(longest / 12)));
+    if (!previous) this.sizeInput.value = String(Math.max(2, Math.round(longest / 12)));
     this.showSize();
     this.render();
     this.onChange();
@@ -243,11 +248,11 @@ export class MaskPainter {
       this.cursor.hidden = true;
     });
     canvas.addEventListener("keydown", (event) => {
-      if (!this.width || !this.keyPoint) return;
+      if (!this.width) return;
+      const from = this.keyPoint || [this.width / 2, this.height / 2];
       const move = moves[event.key];
       if (move) {
         const step = Math.max(1, Math.round(this.radius / 2));
-        const from = this.keyPoint;
         this.keyPoint = [
           Math.min(this.width, Math.max(0, from[0] + move[0] * step)),
           Math.min(this.height, Math.max(0, from[1] + move[1] * step)),
@@ -258,19 +263,20 @@ export class MaskPainter {
           this.paint(from, this.keyPoint);
           this.onChange();
         }
-        this.showCursor(this.keyPoint);
       } else if (event.key === " " || event.key === "Enter") {
+        this.keyPoint = from;
         this.remember();
-        this.paint(this.keyPoint, this.keyPoint);
+        this.paint(from, from);
         this.onChange();
       } else if (event.key === "[" || event.key === "]") {
+        this.keyPoint = from;
         const delta = event.key === "]" ? 2 : -2;
         this.sizeInput.value = String(Number(this.sizeInput.value) + delta); // the range clamps it
-        this.showSize();
       } else {
         return;
       }
       event.preventDefault();
+      this.showSize(); // redraws the brush outline at its place and size
     });
     canvas.addEventListener("keyup", (event) => {
       if (event.key === "Shift") this.keyStroke = false;
