@@ -2,8 +2,8 @@
 
 Needs ``pip install playwright`` (the Python package only: no browser download) and Debian's ``chromium``
 package at /usr/bin/chromium. Either missing is a test failure, not a skip: CI installs both.
-Screenshots of the result go to ``test-artifacts/playground.png``; ``docs/playground.png`` (the README's)
-is a copy of one, committed by hand so test runs leave the tree clean.
+Screenshots go to ``test-artifacts/``; ``docs/playground.png`` (the README's) is a copy of
+``test-artifacts/playground-edit.png`` (test_edit_in_page.py), committed by hand so test runs leave the tree clean.
 """
 
 from __future__ import annotations
@@ -11,73 +11,25 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
-import numpy as np
-import pytest
 from PIL import Image
 
+from tests.browser.pages import (
+    ARTIFACTS,
+    RESULT_TIMEOUT_MS,
+    Page,
+    Route,
+    expect,
+    gradient_png,
+    natural_size,
+    open_playground,
+    require_browser_tooling,
+    submit_and_wait,
+)
 from tests.helpers import API_KEYS
-
-try:
-    from playwright.sync_api import Browser, Page, Request, Route, expect, sync_playwright
-except ImportError as exc:  # reported by the browser fixture as a failure
-    PLAYWRIGHT_IMPORT_ERROR: ImportError | None = exc
-else:
-    PLAYWRIGHT_IMPORT_ERROR = None
-
-ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-RESULT_TIMEOUT_MS = 120_000
-
-# Collects what the progress indicator showed while a request ran, so that a fast run cannot race the test.
-RECORD_PROGRESS_JS = """() => {
-  const box = document.getElementById("progress");
-  const bar = document.getElementById("progress-bar");
-  const elapsed = document.getElementById("elapsed");
-  const preview = document.getElementById("preview");
-  const seen = { shown: false, elapsed: [], steps: [], preview: false };
-  window.__progress = seen;
-  const record = (mutations) => {
-    if (box.hidden) return;
-    seen.shown = true;
-    seen.elapsed.push(elapsed.textContent);
-    // Steps reported in one batch show up only as the old values of the attribute's mutation records.
-    for (const m of mutations) {
-      if (m.target === bar && m.attributeName === "aria-valuetext" && m.oldValue) seen.steps.push(m.oldValue);
-    }
-    if (bar.hasAttribute("aria-valuetext")) seen.steps.push(bar.getAttribute("aria-valuetext"));
-    if (!preview.hidden) seen.preview = true;
-  };
-  new MutationObserver(record).observe(box, {
-    attributes: true, attributeOldValue: true, childList: true, characterData: true, subtree: true,
-  });
-}"""
-
-
-def gradient_png(path: Path, width: int, height: int, hue: int) -> Path:
-    """A smooth, recognisable reference image (nicer in the screenshot than noise)."""
-    y, x = np.mgrid[0:height, 0:width]
-    pixels = np.stack(
-        [(x * 255 // max(width - 1, 1) + hue) % 256, y * 255 // max(height - 1, 1), np.full_like(x, 160)], axis=-1
-    ).astype(np.uint8)
-    Image.fromarray(pixels, mode="RGB").save(path, format="PNG")
-    return path
 
 
 def png_b64(width: int, height: int, color: tuple[int, int, int]) -> str:
@@ -90,75 +42,13 @@ def sse_event(name: str, data: dict[str, Any]) -> str:
     return f"event: {name}\ndata: {json.dumps(data)}\n\n"
 
 
-def require_browser_tooling() -> None:
-    """Fail (never skip) when the browser tooling is missing: CI installs it, so its absence is a bug there."""
-    if PLAYWRIGHT_IMPORT_ERROR is not None:
-        pytest.fail(
-            f"Playwright for Python is not importable ({PLAYWRIGHT_IMPORT_ERROR}); install it with "
-            "`pip install playwright` (the package only, the browser comes from Debian's chromium)",
-            pytrace=False,
-        )
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing; install Debian's browser: `apt-get install -y chromium`", pytrace=False)
-
-
 def test_browser_tooling_is_installed() -> None:
     """Runs first and needs no service, so a missing browser shows up as one plain failure."""
     require_browser_tooling()
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
-    require_browser_tooling()
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1360, "height": 900}, accept_downloads=True)
-    context.set_default_timeout(30_000)
-    page = context.new_page()
-    page_errors: list[str] = []
-    foreign: list[str] = []
-    page.on("pageerror", lambda err: page_errors.append(str(err)))
-
-    def check_offline(request: Request) -> None:
-        url = urlsplit(request.url)
-        if url.scheme not in ("data", "blob") and url.hostname != "127.0.0.1":
-            foreign.append(request.url)
-
-    page.on("request", check_offline)
-    yield page
-    context.close()
-    assert not page_errors, f"uncaught errors in the page: {page_errors}"
-    assert not foreign, f"the page must work offline, but it fetched {foreign}"
-
-
-def open_playground(page: Page, base_url: str) -> None:
-    page.goto(f"{base_url}/")
-    expect(page).to_have_title("FLUX.2 Playground")
-    expect(page.get_by_label("Model").locator("option")).to_have_count(2)
-
-
-def submit_and_wait(page: Page, button: str) -> dict[str, Any]:
-    page.evaluate(RECORD_PROGRESS_JS)
-    page.get_by_role("button", name=button, exact=True).click()
-    expect(page.locator("#progress")).to_be_hidden(timeout=RESULT_TIMEOUT_MS)
-    return page.evaluate("window.__progress")
-
-
-def natural_size(page: Page) -> tuple[int, int]:
-    width, height = page.get_by_role("img", name="Generated image").evaluate(
-        "img => [img.naturalWidth, img.naturalHeight]"
-    )
-    return width, height
-
-
 def test_edit_download_and_error(page: Page, base_url: str, tmp_path: Path) -> None:
-    open_playground(page, base_url)
+    open_playground(page, base_url, models=2)
 
     banner = page.locator("#demo-banner")
     expect(banner).to_be_visible()
@@ -189,6 +79,11 @@ def test_edit_download_and_error(page: Page, base_url: str, tmp_path: Path) -> N
     meta = page.locator("#meta")
     expect(meta).to_contain_text("128x96")
     expect(meta).to_contain_text("7")
+    # Issue 15: a streamed result showed "Generate 0 ms". Its time now comes from the progress events.
+    timings = dict(zip(meta.locator("dt").all_inner_texts(), meta.locator("dd").all_inner_texts(), strict=True))
+    assert "Generate" not in timings, timings  # a stream carries no x-generate-ms header
+    assert timings["Denoising"].endswith((" ms", " s")) and float(timings["Denoising"].split()[0]) > 0, timings
+    assert float(timings["Round trip"].split()[0]) > 0, timings
 
     # Before/after slider: keyboard moves the divider.
     slider = page.get_by_role("slider", name="Before and after comparison")
@@ -251,7 +146,8 @@ def test_edit_download_and_error(page: Page, base_url: str, tmp_path: Path) -> N
 
 
 def test_streaming_client_used_when_the_server_advertises_it(page: Page, base_url: str) -> None:
-    """The page's SSE client, against a scripted stream: the server does not stream yet (it answers 400)."""
+    """The page's SSE client against a scripted stream: one without timings, and one that fails midway, which
+    the real service does not do on cue."""
     events = [
         ("image_generation.progress", {"step": 1, "num_steps": 4}),
         ("image_generation.partial_image", {"b64_json": png_b64(80, 48, (90, 90, 200)), "partial_image_index": 0}),
@@ -265,13 +161,6 @@ def test_streaming_client_used_when_the_server_advertises_it(page: Page, base_ur
     stream = "".join(sse_event(name, {"type": name, **body}) for name, body in events)
     requests: list[dict[str, Any]] = []
 
-    def models(route: Route) -> None:
-        response = route.fetch()
-        body = response.json()
-        for entry in body["data"]:
-            entry["streaming"] = True
-        route.fulfill(response=response, json=body)
-
     def generations(route: Route) -> None:
         requests.append(route.request.post_data_json)
         if len(requests) == 1:
@@ -281,9 +170,8 @@ def test_streaming_client_used_when_the_server_advertises_it(page: Page, base_ur
             error = {"type": "error", "error": {"message": "the model failed mid-stream", "code": "generation_failed"}}
             route.fulfill(status=200, content_type="text/event-stream", body=sse_event("error", error))
 
-    page.route("**/v1/models", models)
     page.route("**/v1/images/generations", generations)
-    open_playground(page, base_url)
+    open_playground(page, base_url, models=2)
     page.get_by_label("Prompt").fill("a lighthouse at dusk")
 
     progress = submit_and_wait(page, "Generate")
@@ -293,6 +181,7 @@ def test_streaming_client_used_when_the_server_advertises_it(page: Page, base_ur
     assert progress["preview"], "the partial image was not shown"
     assert natural_size(page) == (80, 48)
     expect(page.locator("#meta")).to_contain_text("11")
+    expect(page.locator("#meta")).not_to_contain_text("0 ms")  # no timing reported: none shown, not a zero
 
     submit_and_wait(page, "Generate")
     expect(page.get_by_role("alert")).to_contain_text("the model failed mid-stream")
@@ -300,7 +189,9 @@ def test_streaming_client_used_when_the_server_advertises_it(page: Page, base_ur
 
 def test_api_key_prompt_under_a_route_prefix(page: Page, prod_url: str) -> None:
     """A server with API keys, mounted at /prod: the page asks for a key and resolves the API under the prefix."""
-    page.goto(prod_url)
+    fetched: list[str] = []
+    page.on("request", lambda request: fetched.append(request.url))
+    page.goto(prod_url)  # no trailing slash: the page's own files must still come from under /prod
     key = page.get_by_role("textbox", name="API key")
     expect(key).to_be_visible()
     expect(page.get_by_role("alert")).to_contain_text("Incorrect or missing API key")
@@ -323,3 +214,5 @@ def test_api_key_prompt_under_a_route_prefix(page: Page, prod_url: str) -> None:
     expect(page.locator("#error")).to_be_empty()
     expect(page.locator("#meta")).to_contain_text("64x64", timeout=RESULT_TIMEOUT_MS)
     assert natural_size(page) == (64, 64)
+    own = [url for url in fetched if "/static/" in url or "/v1/" in url]
+    assert own and all(url.startswith(f"{prod_url}/") for url in own), own
