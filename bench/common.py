@@ -1,11 +1,12 @@
-"""Shared helpers for the GPU benchmarks: timing, FLOPs, per-step hooks, GPU utilisation, JSON output."""
+"""What the suites share: timing on the device, FLOPs and floors, per-step and per-stage hooks, GPU
+utilisation, requests, and a JSON file written as figures arrive."""
 
 from __future__ import annotations
 
 import functools
+import gc
 import io
 import json
-import os
 import statistics
 import threading
 import time
@@ -19,8 +20,9 @@ from PIL import Image
 
 from deployments.types import ImageRequest
 
-REPO = Path(__file__).resolve().parent.parent
-OUT = Path(os.environ.get("OUT", REPO / "bench-out"))
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def cuda_ok() -> bool:
@@ -30,6 +32,13 @@ def cuda_ok() -> bool:
 def sync() -> None:
     if cuda_ok():
         torch.cuda.synchronize()
+
+
+def free_cuda() -> None:
+    """Drop what the last measurement left, so the next one starts from the same memory."""
+    gc.collect()
+    if cuda_ok():
+        torch.cuda.empty_cache()
 
 
 def pct(values: list[float], q: float) -> float:
@@ -49,12 +58,12 @@ def summary(values: list[float]) -> dict[str, float]:
 
 
 class Results:
-    """A dict written to ``$OUT/<name>.json`` after every section, so a killed run keeps its figures."""
+    """A dict written to ``path`` whenever a figure is set, so a killed run keeps what it measured."""
 
-    def __init__(self, name: str):
-        self.path = OUT / f"{name}.json"
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
         self.data: dict[str, Any] = {"started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        OUT.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def __setitem__(self, key: str, value: Any) -> None:
         self.data[key] = value
@@ -89,7 +98,7 @@ def matmul_ceiling(n: int = 8192, reps: int = 10, sustained: int = 300) -> dict[
     """bf16 n^3 matmul rate on random data: ``tflops`` is the burst rate (3 warm-ups, mean of ``reps``
     timed products, ~14 ms); ``sustained_tflops`` the median of the last half of ``sustained`` products
     back to back (~0.5 s), which is what a transformer step of hundreds of ms gets: under continuous
-    matmuls the H200's SM clock settles near 1500 MHz (``bench/power_probe.py``)."""
+    matmuls the H200's SM clock settles near 1500 MHz (docs/benchmarks.md)."""
     if not cuda_ok():
         return {"skipped": "no GPU"}
     a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
@@ -150,16 +159,14 @@ def elapsed_ms(start: Any, end: Any) -> float:
     return start.elapsed_time(end) if cuda_ok() else (end - start) * 1e3
 
 
-def timed_calls(call: Callable[[], Any], n: int, between: Callable[[], Any] | None = None) -> list[float]:
+def timed_calls(call: Callable[[], Any], n: int) -> list[float]:
     """Milliseconds of each of ``n`` calls run back to back: marks around each, one sync at the end, so the
-    host queues the next call while the device runs this one. ``between`` runs untimed after each call."""
+    host queues the next call while the device runs this one."""
     spans = []
     for _ in range(n):
         start = mark()
         call()
         spans.append((start, mark()))
-        if between is not None:
-            between()
     sync()
     return [elapsed_ms(start, end) for start, end in spans]
 
@@ -243,20 +250,18 @@ class StageTimer:
             delattr(owner, method)  # the class's method shows through again
 
 
-class NvmlSampler:
-    """Takes an NVML reading (:meth:`read`) every ``period_s`` on a background thread while entered."""
+class GpuUtilSampler:
+    """NVML GPU utilisation (percent of the time a kernel ran), read every ``period_s`` on a background
+    thread while entered."""
 
     def __init__(self, period_s: float = 0.05):
         self.period_s = period_s
-        self.samples: list[Any] = []
+        self.samples: list[int] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: str | None = None
 
-    def read(self, nvml: Any, handle: Any) -> Any:
-        raise NotImplementedError
-
-    def __enter__(self) -> NvmlSampler:
+    def __enter__(self) -> GpuUtilSampler:
         try:
             import pynvml
 
@@ -268,7 +273,7 @@ class NvmlSampler:
 
         def loop() -> None:
             while not self._stop.is_set():
-                self.samples.append(self.read(pynvml, handle))
+                self.samples.append(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
                 time.sleep(self.period_s)
 
         self._thread = threading.Thread(target=loop, daemon=True)
@@ -279,13 +284,6 @@ class NvmlSampler:
         self._stop.set()
         if self._thread:
             self._thread.join()
-
-
-class GpuUtilSampler(NvmlSampler):
-    """NVML GPU utilisation: percent of the time a kernel ran."""
-
-    def read(self, nvml: Any, handle: Any) -> int:
-        return nvml.nvmlDeviceGetUtilizationRates(handle).gpu
 
     def result(self) -> dict[str, Any]:
         if not self.samples:

@@ -1,38 +1,20 @@
-"""Command line: ``python -m bench.eval --model tiny-dev --out /tmp/eval`` (run from the repository root)."""
+"""Edit quality: ``python -m bench eval --model tiny-dev --out /tmp/eval`` (run from the repository root).
+
+Procedural cases through Flux2Engine per model, variant and step count: CLIP score, PSNR/SSIM outside the
+mask, latency and peak VRAM, written as a table, JSON and a contact sheet (docs/evaluation.md).
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import re
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
 
+from bench.cli import parse_overrides
 from bench.eval.cases import build_cases, without_masks
-from bench.eval.metrics import ClipScorer, prompt_words
-from bench.eval.runner import EvalSettings, Variant, run_eval
-
-
-def _value(text: str) -> Any:
-    """``true`` / ``4`` / ``null`` / ``"x"`` parse as JSON; anything else stays a string (``fp8``)."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def parse_overrides(text: str) -> dict[str, Any]:
-    """``key=value,key=value`` → ModelConfig overrides; values may be JSON with commas (``opts={"a": 1, "b": 2}``)."""
-    overrides = {}
-    for item in filter(None, (part.strip() for part in re.split(r",(?=\s*[A-Za-z_]\w*=)", text))):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise argparse.ArgumentTypeError(f"expected key=value, got {item!r}")
-        overrides[key.strip()] = _value(value.strip())
-    return overrides
+from bench.eval.settings import EvalSettings, Variant
 
 
 def parse_variant(text: str) -> Variant:
@@ -50,7 +32,9 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bench.eval", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument(
         "--model",
         action="append",
@@ -96,7 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    from bench.eval.metrics import ClipScorer, prompt_words
+    from bench.eval.runner import run_eval
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     width, height = args.size
     cases = build_cases(width, height)
@@ -125,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
         latent_stage=args.latent_stage,
         common_overrides=args.option,
     )
-    command = shlex.join(["python", "-m", "bench.eval", *(sys.argv[1:] if argv is None else argv)])
+    command = shlex.join(["python", "-m", "bench", "eval", *argv])
     result = run_eval(settings, cases, scorer, args.out, command=command)
     print((args.out / "results.md").read_text())
     return result

@@ -6,7 +6,6 @@ import gc
 import logging
 import re
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from PIL import Image
 from bench.eval.cases import Case
 from bench.eval.metrics import ClipScorer, dilate, psnr, ssim
 from bench.eval.report import contact_sheet, write_json, write_markdown
+from bench.eval.settings import EvalSettings
 from deployments.config import ModelConfig
 from deployments.engine import Flux2Engine
 from deployments.engine.masking import resize_mask, resize_source, run_masked_edit, vae_round_trip
@@ -25,27 +25,6 @@ from deployments.types import ImageRequest
 
 logger = logging.getLogger(__name__)
 SSIM_WINDOW = 11
-
-
-@dataclass(frozen=True)
-class Variant:
-    """A named set of ModelConfig overrides, e.g. ``fp8`` = {"quantization": "fp8"}."""
-
-    name: str = "default"
-    overrides: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class EvalSettings:
-    models: list[str]
-    steps: list[int]
-    variants: list[Variant]
-    width: int = 1024
-    height: int = 1024
-    seed: int = 0
-    warmup: bool = True  # one untimed run per new shape first, so compilation is not counted as latency
-    latent_stage: bool = False  # also measure masked cases without the pixel composite
-    common_overrides: dict[str, Any] = field(default_factory=dict)
 
 
 def _slug(text: str) -> str:

@@ -1,6 +1,6 @@
 """Context-parallel latency: one request split over N GPUs of one host vs the same request on one GPU.
 
-    OUT=<dir> python -m bench.multi_gpu.cp_latency --source random-dev --degrees 1,2,4,8 --refs 1 --steps 50
+    python -m bench cp-latency --source random-dev --degrees 1,2,4,8 --refs 1 --steps 50 --json out/cp.json
 
 For each degree a fresh set of processes (one per GPU, NCCL; degree 1 = the plain single-GPU engine)
 loads the pipeline, warms the shape up, times ``--n`` requests on every rank together and saves rank
@@ -8,16 +8,16 @@ loads the pipeline, warms the shape up, times ``--n`` requests on every rank tog
 absolute difference in uint8 levels and PSNR. ``--steps 1`` isolates one transformer step (the
 tightest comparison); 50 steps show how bf16 differences grow over a whole run. Random weights are
 built from seed 0 on every rank; a checksum all-reduce checks that the ranks really hold the same
-weights. Writes ``$OUT/cp_latency.json``. CPU smoke run (gloo, tiny model):
+weights. Rank 0's images of each degree are kept beside the JSON (``cp_images_<degree>.npy``).
+CPU smoke run (gloo, tiny model):
 
-    OUT=/tmp/cp python -m bench.multi_gpu.cp_latency --source tiny-dev --size 64 --degrees 1,2 --steps 2 --n 1
+    python -m bench cp-latency --source tiny-dev --size 64 --degrees 1,2 --steps 2 --n 1 --json /tmp/cp/cp.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 import traceback
 from pathlib import Path
@@ -25,7 +25,9 @@ from typing import Any
 
 import numpy as np
 
-OUT = Path(os.environ.get("OUT", "bench-out"))
+
+def images_path(args: argparse.Namespace, degree: int) -> Path:
+    return Path(args.json).parent / f"cp_images_{degree}.npy"
 
 
 def model_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -45,9 +47,9 @@ def run_rank(rank: int, degree: int, port: int, args: argparse.Namespace, result
         import torch
 
         from bench.common import make_request
-        from deployments.config import ModelConfig
+        from deployments.config import ContextParallel, ModelConfig
         from deployments.engine import Flux2Engine, warm_up
-        from deployments.engine.parallel import ContextParallelEngine, ContextParallelOptions, init_process_group
+        from deployments.engine.parallel import ContextParallelEngine, init_process_group
 
         config = ModelConfig.model_validate(model_config(args))
         start = time.perf_counter()
@@ -56,7 +58,7 @@ def run_rank(rank: int, degree: int, port: int, args: argparse.Namespace, result
                 torch.cuda.set_device(0)
             engine = Flux2Engine.from_config(config)
         else:
-            options = ContextParallelOptions(degree=degree, mode=args.mode)
+            options = ContextParallel(degree=degree, mode=args.mode)
             init_process_group(rank, degree, "127.0.0.1", port)
             engine = ContextParallelEngine.from_config(config, options)
             checksum = torch.tensor(
@@ -81,7 +83,7 @@ def run_rank(rank: int, degree: int, port: int, args: argparse.Namespace, result
             times.append(time.perf_counter() - t0)
             images = result.images
         if rank == 0:
-            np.save(OUT / f"cp_images_{degree}.npy", np.stack(images))
+            np.save(images_path(args, degree), np.stack(images))
             peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
             results.put({"degree": degree, "load_s": load_s, "warmup": warm, "times_s": times, "peak_gib": peak})
         if degree > 1:
@@ -100,9 +102,12 @@ def compare(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench cp-latency", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--source", default="random-dev")
+    parser.add_argument("--json", required=True)
     parser.add_argument("--degrees", default="1,2,4,8")
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--refs", type=int, default=1, help="reference images (1 = the issue's edit case)")
@@ -113,15 +118,18 @@ def main() -> None:
     parser.add_argument("--compile", default="auto")
     parser.add_argument("--attention-backend", default=None, help="e.g. _native_cudnn (needed for ring)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per degree")
-    args = parser.parse_args()
+    return parser
 
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     import torch.multiprocessing as mp
 
     from deployments.engine.parallel import free_port
 
-    OUT.mkdir(parents=True, exist_ok=True)
+    path = Path(args.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"args": vars(args), "runs": {}}
-    path = OUT / "cp_latency.json"
     ctx = mp.get_context("spawn")
     for degree in [int(d) for d in args.degrees.split(",")]:
         results, port = ctx.Queue(), free_port()
@@ -143,12 +151,11 @@ def main() -> None:
         path.write_text(json.dumps(report, indent=1, default=str))
 
     base = report["runs"].get("1", {})
-    single = OUT / "cp_images_1.npy"
     for degree, run in report["runs"].items():
         if degree == "1" or "p50_s" not in run or "p50_s" not in base:
             continue
         run["latency_vs_1gpu"] = round(run["p50_s"] / base["p50_s"], 3)
-        run["vs_1gpu_images"] = compare(np.load(OUT / f"cp_images_{degree}.npy"), np.load(single))
+        run["vs_1gpu_images"] = compare(np.load(images_path(args, int(degree))), np.load(images_path(args, 1)))
     path.write_text(json.dumps(report, indent=1, default=str))
     print(
         json.dumps(
@@ -158,7 +165,3 @@ def main() -> None:
             }
         )
     )
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,6 @@
 """Replica scaling on one host: images/s at saturation with 1..N one-GPU replicas, p95 at 80% load, autoscaling.
 
-    OUT=<dir> python -m bench.multi_gpu.replica_scaling --source random-klein-4b --gpus 8 --replicas 1,2,4,8
+    python -m bench replica-scaling --source random-klein-4b --gpus 8 --replicas 1,2,4,8 --json out.json
 
 1. For each replica count r (``num_replicas: r``, ``num_gpus: 1`` each): closed loop with 2·r clients for
    ``--duration`` s over HTTP -> images/s; efficiency(r) = ips(r) / (r · ips(1)) (issue 8's target: >= 0.9).
@@ -8,18 +8,17 @@
 3. Autoscaling 1 -> N (``target_ongoing_requests: 1``) under 2·N clients: replicas over time, seconds to
    reach N, images/s over the last half of the run.
 
-Writes ``$OUT/replica_scaling.json``. The ingress runs ``--ingress-replicas`` replicas and answers JPEG so
-encoding does not cap the figure. CPU smoke run (fake GPUs, tiny model):
+The ingress runs ``--ingress-replicas`` replicas and answers JPEG so encoding does not cap the figure.
+CPU smoke run (fake GPUs, tiny model):
 
-    OUT=/tmp/rs python -m bench.multi_gpu.replica_scaling --source tiny-klein --size 64 --gpus 2 --replicas 1,2 \
-        --duration 5 --fake-gpus
+    python -m bench replica-scaling --source tiny-klein --size 64 --gpus 2 --replicas 1,2 --duration 5 \
+        --fake-gpus --json /tmp/rs.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import threading
 import time
@@ -29,7 +28,6 @@ from typing import Any
 
 import numpy as np
 
-OUT = Path(os.environ.get("OUT", "bench-out"))
 APP = "scaling"
 
 
@@ -124,9 +122,14 @@ def running_replicas() -> int:
     return status.replica_states.get("RUNNING", 0)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench replica-scaling",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--source", default="random-klein-4b")
+    parser.add_argument("--json", required=True)
     parser.add_argument("--gpus", type=int, default=0, help="0: all visible")
     parser.add_argument("--replicas", default="", help="comma-separated replica counts; default 1,2,4,..,gpus")
     parser.add_argument("--size", type=int, default=1024)
@@ -136,8 +139,11 @@ def main() -> None:
     parser.add_argument("--compile", default="auto")
     parser.add_argument("--fake-gpus", action="store_true", help="CPU smoke run: Ray gets --gpus fake GPUs")
     parser.add_argument("--skip-autoscaling", action="store_true")
-    args = parser.parse_args()
+    return parser
 
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     import ray
     import torch
     from ray import serve
@@ -147,8 +153,8 @@ def main() -> None:
 
     gpus = args.gpus or torch.cuda.device_count()
     counts = [int(r) for r in args.replicas.split(",")] if args.replicas else [r for r in (1, 2, 4, 8) if r <= gpus]
-    OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / "replica_scaling.json"
+    path = Path(args.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"args": vars(args), "gpus": gpus, "saturation": {}}
     ray.init(num_gpus=gpus if args.fake_gpus else None, include_dashboard=False, log_to_driver=False)
     port = free_port()
@@ -214,7 +220,3 @@ def main() -> None:
     finally:
         serve.shutdown()
         ray.shutdown()
-
-
-if __name__ == "__main__":
-    main()

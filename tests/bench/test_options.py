@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from bench.speed_options import parse_overrides
 
-
-def test_overrides_keep_commas_inside_json() -> None:
-    assert parse_overrides('compile=none,step_cache=taylorseer,step_cache_options={"a": 1, "b": 2}') == {
-        "compile": "none",
-        "step_cache": "taylorseer",
-        "step_cache_options": {"a": 1, "b": 2},
-    }
-
-
-def test_speed_options_reports_speedup_and_deviation(tmp_path: Path) -> None:
+def test_speed_options_report_speedup_and_deviation(bench: Callable, tmp_path: Path) -> None:
     out = tmp_path / "so.json"
     variant = 'step_cache=taylorseer,step_cache_options={"cache_interval": 3, "disable_cache_before_step": 4}'
-    command = [sys.executable, "-m", "bench.speed_options", "--source", "tiny-klein", "--size", "64", "--steps", "10"]
-    command += ["--references", "1"]
-    subprocess.run([*command, "--repeats", "1", "--variant", variant, "--json", str(out)], check=True, timeout=300)
+    bench(
+        *("options", "--source", "tiny-klein", "--size", "64", "--steps", "10", "--references", "1", "--repeats", "1"),
+        *("--variant", variant, "--json", str(out)),
+    )
     rows = json.loads(out.read_text())["rows"]
     assert [row["variant"] for row in rows] == ["compile=none", variant]
     assert rows[0]["rel_l2"] == 0 and rows[0]["cosine"] == 1

@@ -8,8 +8,12 @@ warm-up) and time both shapes again. Each variant's dynamic text-to-image step i
 device time per kernel class (matmul, attention, inductor's fused kernels, other), the matmul and
 attention rates achieved on the FLOPs counted for them, and the GPU's idle time inside the step.
 
-    python -m bench.step_profile --source random-klein-4b --variant compile=regional \\
+    python -m bench step --source random-klein-4b --variant compile=regional \\
         --variant compile=regional,compile_mode=max-autotune-no-cudagraphs --json $OUT/step_klein.json
+
+The matmul ceiling is measured in the same process, as a burst and sustained (docs/benchmarks.md: the
+H200's clock drops under back-to-back matmuls), so each step is reported against both floors. Steps run
+back to back, as in a pipeline: CUDA events around each, one sync at the end.
 
 ``--source tiny`` runs the plumbing on the tiny transformer (CPU tests; no kernel classes there).
 """
@@ -17,7 +21,6 @@ attention rates achieved on the FLOPs counted for them, and the GPU's idle time 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import re
 import statistics
@@ -26,21 +29,20 @@ from types import SimpleNamespace
 from typing import Any
 
 import torch
-import torch._inductor.config
 
+from bench.cli import parse_overrides
 from bench.common import (
     Deadline,
     count_step_flops,
     cuda_ok,
     floors_ms,
+    free_cuda,
     matmul_ceiling,
     step_inputs,
     sync,
     timed_calls,
 )
-from bench.speed_options import parse_overrides
 from deployments.config import ModelConfig
-from deployments.engine.optimize import apply_optimizations
 
 # Kernel classes by name, first match wins: cuBLAS and inductor's GEMM templates, then inductor's other
 # kernels (named after the ops they fuse, which may include the attention they feed), then attention
@@ -116,6 +118,10 @@ def profile_steps(model: torch.nn.Module, inputs: dict[str, Any], steps: int) ->
 def measure_variant(
     source: str, label: str, shapes: dict[str, dict], repeats: int, profile_n: int, device: str
 ) -> dict[str, Any]:
+    import torch._inductor.config
+
+    from deployments.engine.optimize import apply_optimizations
+
     overrides = parse_overrides(label)
     inductor = {key[len("inductor.") :]: overrides.pop(key) for key in list(overrides) if key.startswith("inductor.")}
     source_name = "tiny-klein" if source == "tiny" else source
@@ -137,9 +143,7 @@ def measure_variant(
         row[f"{name}_ms"] = statistics.median(time_steps(model, inputs, repeats))
     row["profile_" + first] = profile_steps(model, first_inputs, profile_n)
     del model
-    gc.collect()
-    if cuda_ok():
-        torch.cuda.empty_cache()
+    free_cuda()
     return row
 
 
@@ -165,8 +169,10 @@ def measure_with_ratios(
     return row
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench step", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--source", required=True, help="random-dev | random-klein-4b | random-klein-9b | tiny")
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--variant", action="append", required=True)
@@ -175,7 +181,11 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=560, help="seconds; variants that would not fit are skipped")
     parser.add_argument("--variant-s", type=float, default=90, help="expected seconds a variant")
     parser.add_argument("--json", required=True)
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
 
     deadline = Deadline(args.budget)
     device = "cuda" if cuda_ok() else "cpu"
@@ -202,7 +212,3 @@ def main() -> None:
         print(json.dumps(row), flush=True)
         with open(args.json, "w") as handle:  # after every variant: a killed run keeps what it measured
             json.dump(result, handle, indent=1)
-
-
-if __name__ == "__main__":
-    main()

@@ -2,9 +2,9 @@
 # Downloads the wheels the offline GPU machine lacks into .whl/ (git-ignored), for Python 3.12 x86-64.
 # Its image has torch, transformers, numpy, pillow, grpcio...; Ray Serve and diffusers travel as wheels.
 # The ray wheel is repacked without ray/jars (Java workers, unused) to fit the 64 MiB carry limit.
-# On the GPU machine: pip install --no-index --no-deps --target /tmp/site .whl/*.whl
+# bench/lab/batch.sh installs them on the GPU machine (pip install --no-index --no-deps --target /tmp/site).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 mkdir -p .whl
 
 version() { python3 -c "import importlib.metadata as m; print(m.version('$1'))"; }

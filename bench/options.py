@@ -1,56 +1,29 @@
 """Every speed option beside its deviation: latency and speed-up against a baseline engine, and how far
 the images move (relative L2, cosine) on the same request and seed.
 
-    python -m bench.speed_options --source random-dev --steps 50 --size 1024 \\
+    python -m bench options --source random-dev --steps 50 --size 1024 \\
         --variant compile=regional --variant compile=regional,quantization=fp8 \\
         --variant 'compile=regional,step_cache=taylorseer,step_cache_options={"cache_interval": 4}' \\
         --json out.json
 
-The baseline is ``--baseline`` (default ``compile=none``: plain eager bf16). Variant values are JSON where
-they parse as JSON, else strings; keys are ModelConfig fields. One engine at a time is loaded.
+The baseline is ``--baseline`` (default ``compile=none``: the diffusers pipeline call as is, eager bf16).
+Variant values are JSON where they parse as JSON, else strings; keys are ModelConfig fields. One engine at
+a time is loaded, warmed up on the request's shape, and times ``--repeats`` requests, each split into
+stages with CUDA events (text encoder, transformer calls, VAE encode and decode; "other" is the rest).
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import statistics
 import time
-from typing import Any
 
 import numpy as np
-import torch
 
-from bench.common import StageTimer, sync
+from bench.cli import parse_overrides
 from deployments.config import ModelConfig, Shape
-from deployments.engine import Flux2Engine, warm_up
 from deployments.types import ImageRequest
-
-
-def parse_overrides(text: str) -> dict[str, Any]:
-    """``a=1,b=fp8,c={"x": 1, "y": 2}`` -> dict; commas inside JSON values are kept."""
-    overrides: dict[str, Any] = {}
-    for part in split_top_level(text):
-        key, _, raw = part.partition("=")
-        try:
-            overrides[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            overrides[key.strip()] = raw
-    return overrides
-
-
-def split_top_level(text: str) -> list[str]:
-    parts, depth, current = [], 0, ""
-    for char in text:
-        depth += char in "[{"
-        depth -= char in "]}"
-        if char == "," and depth == 0:
-            parts.append(current)
-            current = ""
-        else:
-            current += char
-    return [part for part in [*parts, current] if part.strip()]
 
 
 def deviation(image: np.ndarray, reference: np.ndarray) -> dict[str, float]:
@@ -70,6 +43,9 @@ def measure(
     Returns the image, the end-to-end times and the median milliseconds of each pipeline stage
     ("other" = the rest: latents, scheduler, reference preprocessing, uint8 conversion, Python).
     """
+    from bench.common import StageTimer, free_cuda, sync
+    from deployments.engine import Flux2Engine, warm_up
+
     engine = Flux2Engine.from_config(config)
     warm_up(engine)
     timer = StageTimer(engine.pipeline)
@@ -84,23 +60,27 @@ def measure(
         stages.append({**stage_ms, "other": times[-1] * 1e3 - sum(stage_ms.values())})
     timer.remove()
     del engine, timer  # the timer holds the transformer: keep nothing alive into the next variant
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    free_cuda()
     return image, times, {key: round(statistics.median(s[key] for s in stages), 2) for key in stages[0]}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--source", required=True)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench options", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--source", required=True, help="random-klein-4b | random-klein-9b | random-dev | a folder")
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--references", type=int, default=0)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--baseline", default="compile=none")
-    parser.add_argument("--variant", action="append", default=[])
+    parser.add_argument("--baseline", default="compile=none", help="ModelConfig overrides, key=value,...")
+    parser.add_argument("--variant", action="append", default=[], help="ModelConfig overrides, repeatable")
     parser.add_argument("--json", required=True)
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
 
     rng = np.random.default_rng(0)
     references = tuple(rng.integers(0, 256, (args.size, args.size, 3), dtype=np.uint8) for _ in range(args.references))
@@ -133,7 +113,3 @@ def main() -> None:
     result = {"source": args.source, "size": args.size, "steps": args.steps, "references": args.references}
     with open(args.json, "w") as handle:
         json.dump({**result, "rows": rows}, handle, indent=2)
-
-
-if __name__ == "__main__":
-    main()

@@ -5,8 +5,8 @@ the replica). The ingress's ``Server-Timing`` header splits it: ``parse`` (body,
 decoding), ``queue``, ``handle`` (Ray routing and transfers), ``encode`` (image encoding, base64, JSON);
 what remains (``client``) is the proxy and the HTTP transfer until the client has the whole body.
 
-    python -m bench.serve_bench --source <folder|random-klein-4b> --cache <dir> --json <out.json> \
-        --formats png,jpeg --option compile_vae=true --variant device_jpeg=false
+    python -m bench serve --source <folder|random-klein-4b> --cache <dir> --json <out.json> \
+        --formats png,jpeg --option quantization=fp8 --variant device_jpeg=true
 
 ``--variant`` serves a second copy of the model with those options beside the first (half a GPU each,
 same random weights), times both in the same run, and reports how close each one's JPEG is to its
@@ -15,15 +15,14 @@ exact PNG (PSNR).
 
 from __future__ import annotations
 
+import argparse
+import base64
+import io
+import json
 import time
+from pathlib import Path
 
-T_PROCESS = time.perf_counter()
-
-import argparse  # noqa: E402
-import base64  # noqa: E402
-import io  # noqa: E402
-import json  # noqa: E402
-from pathlib import Path  # noqa: E402
+from bench.cli import parse_overrides
 
 
 def png(width: int, height: int, seed: int) -> bytes:
@@ -84,10 +83,12 @@ def series(call, output_format: str, n: int, result: dict) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--source", required=True)
-    parser.add_argument("--cache", required=True)
+    parser.add_argument("--cache", required=True, help="compile cache folder")
     parser.add_argument("--json", required=True)
     parser.add_argument("--n", type=int, default=10)
     parser.add_argument("--steps", type=int, default=4)
@@ -98,15 +99,17 @@ def main() -> None:
     parser.add_argument("--formats", default="png", help="output formats to time, comma-separated")
     parser.add_argument("--option", action="append", default=[], help="ModelConfig overrides, key=value,...")
     parser.add_argument("--variant", default=None, help="a second model with these overrides, key=value,...")
-    args = parser.parse_args()
+    return parser
 
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     import httpx
     import ray
     from ray import serve
 
     from bench.common import decode_rgb
     from bench.eval.metrics import psnr
-    from bench.speed_options import parse_overrides
     from deployments.app import build_app
     from deployments.engine.parallel import free_port
 
@@ -205,7 +208,3 @@ def main() -> None:
         ray.shutdown()
     Path(args.json).write_text(json.dumps(result, indent=1))
     print(json.dumps(result), flush=True)
-
-
-if __name__ == "__main__":
-    main()

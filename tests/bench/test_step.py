@@ -4,8 +4,7 @@ split and its kernel classes (names taken from an H200 profile)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.common import count_step_flops, step_inputs
-from bench.step_profile import kernel_class
+from bench.step import kernel_class
 from deployments.engine.synthetic.tiny import build_tiny_klein
 
 
@@ -50,10 +49,9 @@ def test_kernel_classes(name: str, expected: str) -> None:
     assert kernel_class(name) == expected
 
 
-def test_step_profile_times_both_shapes_per_variant(tmp_path: Path) -> None:
+def test_step_profile_times_both_shapes_per_variant(bench: Callable, tmp_path: Path) -> None:
     out = tmp_path / "step.json"
-    command = [sys.executable, "-m", "bench.step_profile", "--source", "tiny", "--size", "64", "--repeats", "2"]
-    subprocess.run([*command, "--variant", "compile=none", "--json", str(out)], check=True, timeout=300)
+    bench("step", "--source", "tiny", "--size", "64", "--repeats", "2", "--variant", "compile=none", "--json", str(out))
     result = json.loads(out.read_text())
     assert set(result["shapes"]) == {"t2i", "edit1"}
     edit, t2i = result["shapes"]["edit1"], result["shapes"]["t2i"]

@@ -1,0 +1,1 @@
+"""Benchmarks and the evaluation harness: ``python -m bench --help`` lists the suites (docs/benchmarks.md)."""

@@ -1,0 +1,55 @@
+"""The benchmark suites of docs/benchmarks.md: python -m bench SUITE [OPTIONS], one command each.
+
+Every suite answers ``python -m bench SUITE --help`` on any machine; most need a GPU to measure anything.
+How the figures in docs/benchmarks.md were made on the lent GPU machine: bench/lab/batch.sh.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+
+# suite -> (module with ``main(argv)``, what it measures). A module is imported only when its suite runs.
+SUITES = {
+    "engine": ("bench.engine", "plain diffusers eager vs this engine, one process: steps vs matmul floors, fp8, VRAM"),
+    "options": ("bench.options", "speed options end to end against a baseline, split by stage, with their deviation"),
+    "step": ("bench.step", "one transformer step per compile variant: kernel split, rates, burst and sustained floors"),
+    "attention": ("bench.attention", "attention kernels and backends at FLUX.2's shapes"),
+    "serve": ("bench.serve", "the same requests through Ray Serve over HTTP: serving overhead, split by stage"),
+    "ready": ("bench.ready", "replica ready time, cold then warm compile cache, each in a fresh process"),
+    "mixed": ("bench.mixed", "mixed back-to-back requests of several sizes: OOMs, GPU idle time, latency per shape"),
+    "eval": ("bench.eval.__main__", "edit quality: CLIP score, preservation outside the mask, latency, VRAM"),
+    "cp-latency": ("bench.multi_gpu.cp_latency", "one request split over N GPUs (context parallel) vs one GPU"),
+    "replica-scaling": ("bench.multi_gpu.replica_scaling", "images/s with 1..N one-GPU replicas, p95, autoscaling"),
+}
+
+
+def available_suites() -> dict[str, tuple[str, str]]:
+    """The suites whose module is there (a suite's file may land after its entry here)."""
+    return {name: entry for name, entry in SUITES.items() if importlib.util.find_spec(entry[0]) is not None}
+
+
+def build_parser(suites: dict[str, tuple[str, str]]) -> argparse.ArgumentParser:
+    listing = "\n".join(f"  {name:<16} {description}" for name, (_, description) in suites.items())
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        usage="%(prog)s [-h] SUITE [OPTIONS ...]",
+        description=__doc__,
+        epilog=f"suites:\n{listing}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("suite", choices=suites, metavar="SUITE", help="one of the suites below; then its own OPTIONS")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    suites = available_suites()
+    suite = build_parser(suites).parse_args(argv[:1]).suite
+    importlib.import_module(suites[suite][0]).main(argv[1:])
+
+
+if __name__ == "__main__":
+    main()

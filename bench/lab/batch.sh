@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# The measurements behind docs/benchmarks.md, one case per device call of the lent H200 machine (600 s at most
+# a call: every --budget below keeps inside it). On that machine, from the repository root, with the wheels of
+# bench/lab/wheels.sh carried in .whl/:
+#   bash bench/lab/batch.sh CASE        (no CASE: the list)
+# Each command writes its JSON under $OUT (docs/results/ holds the ones the page cites) and its log beside it.
+set -uo pipefail
+
+F=quantization=fp8                 # the engine's defaults (regional compile, compiled VAE and text encoder) + fp8
+G=$F,device_jpeg=true              # klein's serving settings: JPEG encoded on the GPU too
+T4='step_cache=taylorseer,step_cache_options={"cache_interval": 4, "disable_cache_before_step": 6}'
+T3='step_cache=taylorseer,step_cache_options={"cache_interval": 3, "disable_cache_before_step": 6}'
+NO_VAE_TE=compile_vae=false,compile_text_encoder=false
+
+declare -A CASES=(
+  [eager-vs-engine-klein4b]="plain diffusers eager vs the engine's defaults and fp8, klein-4B 1024², 4 steps"
+  [eager-vs-engine-dev]="plain diffusers eager vs the engine's defaults and fp8, dev 1024², 8 steps"
+  [engine-klein4b]="klein-4B: ceilings, floors, load from disk, plain/engine/fp8 steps, deviation, peak VRAM, VRAM policy"
+  [engine-dev]="dev: as engine-klein4b, without the VRAM policy (the call's time)"
+  [vram-policy-dev]="dev: what vram_policy: always costs"
+  [compile-vae-te-klein4b]="klein-4B t2i by stage: the VAE and text encoder compiled or not, then fp8"
+  [fp8-klein9b]="klein-9B t2i: regional compile alone vs the defaults + fp8"
+  [step-cache-dev]="dev 50 steps t2i: bf16, fp8, fp8 + TaylorSeer (interval 4 and 3)"
+  [step-cache-dev-edit]="dev 50 steps edit: fp8 vs fp8 + TaylorSeer"
+  [step-floor]="the regional step of klein-4B and dev against the burst and sustained floors"
+  [step-variants-klein4b]="klein-4B's step, regional vs full compile, back to back, with its kernel split"
+  [step-variants-dev]="dev's step, regional, eager and full compile, with its kernel split"
+  [serve-klein4b]="klein-4B through Ray Serve, serving settings, PNG and JPEG"
+  [serve-klein4b-sizes]="klein-4B through Ray Serve at 512² and 768², serving settings, PNG and JPEG"
+  [serve-device-jpeg-klein4b]="JPEG on the CPU vs on the GPU, two models side by side"
+  [serve-klein9b]="klein-9B through Ray Serve, klein-4B's serving settings"
+  [serve-dev]="dev through Ray Serve, fp8, 8 steps"
+  [ready-klein4b]="klein-4B replica ready time, cold vs warm compile cache"
+  [ready-klein9b]="klein-9B replica ready time, cold vs warm compile cache"
+  [ready-dev]="dev replica ready time, cold vs warm compile cache"
+  [mixed-klein4b]="200 mixed back-to-back requests on klein-4B"
+  [mixed-dev]="50 mixed back-to-back requests on dev"
+  [eval-masks]="masked edits on random klein-4B and dev (docs/evaluation.md)"
+)
+
+if [[ -z ${1:-} || -z ${CASES[$1]:-} ]]; then
+  echo "usage: bash bench/lab/batch.sh CASE" >&2
+  for name in $(printf '%s\n' "${!CASES[@]}" | sort); do printf '  %-26s %s\n' "$name" "${CASES[$name]}" >&2; done
+  exit 2
+fi
+
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HOME=/tmp/hf
+export OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+
+run() {  # run <name> <suite> <options...>: python -m bench, logged, with how long it took
+  local name=$1 start=$SECONDS
+  shift
+  python3 -m bench "$@" --json "$OUT/$name.json" >"$OUT/$name.log" 2>&1
+  echo "== $name: exit $? in $((SECONDS - start)) s"
+  tail -n 4 "$OUT/$name.log"
+}
+
+case $1 in
+  eager-vs-engine-klein4b)
+    C=compile_cache_dir=/tmp/cck
+    run options-eager-vs-engine-klein4b-t2i options --source random-klein-4b --steps 4 --repeats 5 \
+      --baseline $C,compile=none --variant $C,compile=regional --variant $C,compile=regional,fuse_qkv=true \
+      --variant $C,compile=regional,$F
+    run options-eager-vs-engine-klein4b-edit options --source random-klein-4b --steps 4 --repeats 5 --references 1 \
+      --baseline $C,compile=none --variant $C,compile=regional
+    ;;
+  eager-vs-engine-dev)
+    C=compile_cache_dir=/tmp/ccd
+    run options-eager-vs-engine-dev-t2i options --source random-dev --steps 8 --repeats 3 \
+      --baseline $C,compile=none --variant $C,compile=regional --variant $C,compile=regional,$F
+    run options-eager-vs-engine-dev-edit options --source random-dev --steps 8 --repeats 3 --references 1 \
+      --baseline $C,compile=none --variant $C,compile=regional
+    ;;
+  engine-klein4b) run engine-klein4b engine klein4b --budget 580 ;;
+  engine-dev) run engine-dev engine dev --budget 580 --skip vram ;;
+  vram-policy-dev) run engine-vram-policy-dev engine dev --budget 580 --skip ceiling,floors,load,plain,engine,fp8 ;;
+  compile-vae-te-klein4b)
+    C=compile_cache_dir=/tmp/cck,compile=regional
+    run options-klein4b-compile-vae-te options --source random-klein-4b --steps 4 --repeats 5 \
+      --baseline $C,$NO_VAE_TE --variant $C,compile_text_encoder=false --variant $C --variant $C,$F
+    ;;
+  fp8-klein9b)
+    C=compile_cache_dir=/tmp/cc9,compile=regional
+    run options-klein9b-fp8 options --source random-klein-9b --steps 4 --repeats 5 --baseline $C,$NO_VAE_TE \
+      --variant $C,$F
+    ;;
+  step-cache-dev)
+    C=compile_cache_dir=/tmp/ccd
+    run options-dev-50-steps-t2i options --source random-dev --steps 50 --repeats 2 --baseline $C \
+      --variant $C,$F --variant "$C,$F,$T4" --variant "$C,$F,$T3"
+    ;;
+  step-cache-dev-edit)
+    C=compile_cache_dir=/tmp/ccd
+    run options-dev-50-steps-edit options --source random-dev --steps 50 --repeats 2 --references 1 \
+      --baseline $C,$F --variant "$C,$F,$T4"
+    ;;
+  step-floor)
+    for model in klein-4b dev; do
+      run "step-floor-${model/-/}" step --source random-$model --repeats 10 --budget 280 \
+        --variant compile_cache_dir=/tmp/ccs,compile=regional
+    done
+    ;;
+  step-variants-klein4b)
+    run step-variants-klein4b step --source random-klein-4b --repeats 20 --budget 560 --variant-s 110 \
+      --variant compile_cache_dir=/tmp/ccs,compile=regional --variant compile_cache_dir=/tmp/ccs,compile=full
+    ;;
+  step-variants-dev)
+    run step-variants-dev step --source random-dev --repeats 8 --budget 560 --variant-s 100 \
+      --variant compile_cache_dir=/tmp/ccs,compile=regional --variant compile=none \
+      --variant compile_cache_dir=/tmp/ccs,compile=full
+    ;;
+  serve-klein4b)
+    run serve-klein4b serve --source random-klein-4b --cache /tmp/cck --n 10 --steps 4 --formats png,jpeg --option "$G"
+    ;;
+  serve-klein4b-sizes)
+    for side in 512 768; do
+      run "serve-klein4b-$side" serve --source random-klein-4b --cache /tmp/cck --n 10 --steps 4 --size $side \
+        --formats png,jpeg --option "$G"
+    done
+    ;;
+  serve-device-jpeg-klein4b)
+    run serve-klein4b-device-jpeg serve --source random-klein-4b --cache /tmp/cck --n 10 --steps 4 \
+      --formats png,jpeg --option "$F" --variant device_jpeg=true
+    ;;
+  serve-klein9b)
+    run serve-klein9b serve --source random-klein-9b --cache /tmp/cc9 --n 10 --steps 4 --formats png,jpeg --option "$G"
+    ;;
+  serve-dev)
+    run serve-dev serve --source random-dev --cache /tmp/ccd --n 5 --steps 8 --formats png,jpeg --option "$F"
+    ;;
+  ready-klein4b) run ready-klein4b ready --source random-klein-4b --cache /tmp/ccr4 ;;
+  ready-klein9b) run ready-klein9b ready --source random-klein-9b --cache /tmp/ccr9 ;;
+  ready-dev) run ready-dev ready --source random-dev --cache /tmp/ccrd --steps 8 ;;
+  mixed-klein4b)
+    run mixed-klein4b mixed --source random-klein-4b --cache /tmp/ccm4 --requests 200 --steps 4 --budget 580 \
+      --warmup 1024x1024+0,1024x1024+1,768x1344+0,512x512+0
+    ;;
+  mixed-dev) run mixed-dev mixed --source random-dev --cache /tmp/ccmd --requests 50 --steps 8 --budget 580 ;;
+  eval-masks)  # eval writes a folder, not one JSON: its own command line
+    for model in random-klein-4b random-dev; do
+      python3 -m bench eval --model $model --out "$OUT/eval-$model" --steps 4 --size 1024 \
+        --cases cat_to_dog,sign_text --without-masks --latent-stage --option compile=none >"$OUT/eval-$model.log" 2>&1
+      echo "== eval-$model: exit $?"
+    done
+    ;;
+esac
