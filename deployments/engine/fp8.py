@@ -44,10 +44,16 @@ def require_fp8_support(device: torch.device | str) -> None:
         raise Fp8Unsupported(reason)
 
 
+def cast_e4m3(tensor: torch.Tensor, amax: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fp8 tensor, float32 scale) with ``tensor ~= fp8 * scale``: ``amax`` (broadcastable, a bound on
+    ``|tensor|`` there) maps to 448. Pointwise given ``amax``, so inductor fuses it into the producer."""
+    scale = amax.float().clamp(min=1e-12) / E4M3_MAX
+    return (tensor.float() / scale).clamp(-E4M3_MAX, E4M3_MAX).to(E4M3), scale
+
+
 def quantize_rowwise(tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(fp8 tensor, float32 scale per row) with ``tensor ~= fp8 * scale``."""
-    scale = tensor.abs().amax(dim=-1, keepdim=True).float().clamp(min=1e-12) / E4M3_MAX
-    return (tensor.float() / scale).clamp(-E4M3_MAX, E4M3_MAX).to(E4M3), scale
+    return cast_e4m3(tensor, tensor.abs().amax(dim=-1, keepdim=True))
 
 
 class Fp8Linear(nn.Module):

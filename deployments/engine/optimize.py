@@ -1,9 +1,9 @@
 """Speed options applied to a loaded pipeline, all chosen by config.
 
-In order: attention backend, fused QKV projections, fp8 linears (``quantization: fp8``), then
-``torch.compile`` (regional: the repeated transformer blocks; full: the whole transformer; and, by
-default with it, the VAE and the text encoder's layers) with a persistent inductor cache so restarted
-and newly scaled replicas warm from disk.
+In order: attention backend (a diffusers one, or FA3's processors: ``fa3``, ``fa3_fp8``), fused QKV
+projections, fp8 linears (``quantization: fp8``), then ``torch.compile`` (regional: the repeated transformer
+blocks; full: the whole transformer; and, by default with it, the VAE and the text encoder's layers) with a
+persistent inductor cache so restarted and newly scaled replicas warm from disk.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from pathlib import Path
 import torch
 import torch.fx.experimental._config
 from diffusers import DiffusionPipeline
+from diffusers.models.attention_dispatch import AttentionBackendName
 
 from deployments.config import ModelConfig
+from deployments.engine.attention import FA3_BACKENDS, fa3_unsupported_reason, use_fa3_attention
 from deployments.engine.load import ModelLoadError
 from deployments.engine.step_cache import cache_hook_targets
 
@@ -50,8 +52,22 @@ def configure_compile_cache(directory: str | None) -> Path:
     return path
 
 
+def attention_backend_names() -> list[str]:
+    """Every ``attention_backend`` the engine takes: diffusers' backends and FA3's two."""
+    return sorted({*FA3_BACKENDS, *(name.value for name in AttentionBackendName)})
+
+
 def check_supported(config: ModelConfig, device: torch.device) -> None:
     """Fail early, with a clear message, on options this device cannot run."""
+    backend = config.attention_backend
+    if backend and backend not in attention_backend_names():
+        raise ModelLoadError(f"unknown attention_backend {backend!r}; expected one of {attention_backend_names()}")
+    if backend in FA3_BACKENDS:
+        reason = fa3_unsupported_reason(device)
+        if reason:
+            raise ModelLoadError(f"attention_backend {backend!r} is configured but cannot run here: {reason}")
+        if config.context_parallel:
+            raise ModelLoadError(f"attention_backend {backend!r} does not split over context_parallel ranks")
     if config.quantization == "fp8":
         from deployments.engine.fp8 import fp8_unsupported_reason
 
@@ -77,7 +93,10 @@ def apply_optimizations(pipeline: DiffusionPipeline, config: ModelConfig, device
     """Apply attention backend, fused QKV, fp8 and compilation in place; return the compile mode in effect."""
     check_supported(config, device)
     transformer = pipeline.transformer
-    if config.attention_backend:
+    if config.attention_backend in FA3_BACKENDS:
+        count = use_fa3_attention(pipeline, fp8=config.attention_backend == "fa3_fp8")
+        logger.info("attention: FA3 %s on %d attention modules", config.attention_backend, count)
+    elif config.attention_backend:
         transformer.set_attention_backend(config.attention_backend)
         logger.info("attention backend: %s", config.attention_backend)
     if config.fuse_qkv:
