@@ -154,7 +154,8 @@ def stream_payloads(
     """Server-sent event payloads for one engine event (``prefix``: image_generation or image_edit).
 
     ``.partial_image`` and ``.completed`` follow the OpenAI Images streaming events; ``.progress`` is
-    this server's extension. A request for n images ends with n ``.completed`` events.
+    this server's extension, as is ``generate_ms`` on ``.completed``. A request for n images ends with n
+    ``.completed`` events.
     """
     created = int(time.time())
     common = {"created_at": created, "output_format": params.output_format, "background": "opaque", "quality": "auto"}
@@ -180,6 +181,12 @@ def stream_payloads(
             }
         ]
     return [
-        {"type": f"{prefix}.completed", "b64_json": to_b64(file), "size": size, **common}
+        {
+            "type": f"{prefix}.completed",
+            "b64_json": to_b64(file),
+            "size": size,
+            "generate_ms": round(event.timings.generate_s * 1000, 1),  # extension: as x-generate-ms
+            **common,
+        }
         for file, size in (image_file(image, params) for image in event.images)
     ]

@@ -34,7 +34,7 @@ from deployments.app import build_app
 from deployments.config import RANDOM_SOURCES, TINY_SOURCES, ServiceConfig
 from deployments.server import Flux2Model
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "cluster"
 ROOT_SERVE_CONFIG = REPO / "serve_config.yaml"
 GPU_SERVE_CONFIG = CLUSTER / "serve-config-gpu.yaml"

@@ -24,7 +24,7 @@ from ray import serve
 from tests.helpers import API_KEYS, TEST_LIMITS, decode_b64_image, png_bytes, production_model, run_app
 
 AUTH = {"authorization": f"Bearer {API_KEYS[1]}"}
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 SLOW = {"prompt": "a cat", "size": "512x512", "num_inference_steps": 12}  # ~0.5-2 s on a CPU core
 
 

@@ -38,6 +38,7 @@ def test_generation_stream_progress_previews_and_result(client: httpx.Client) ->
     assert all(decode_b64_image(p["b64_json"]).size == (96, 64) for p in partials)
     final = decode_b64_image(events[-1]["b64_json"])
     assert final.size == (96, 64) and events[-1]["size"] == "96x64"
+    assert 0 < events[-1]["generate_ms"] <= 1000 * events[-2]["elapsed_s"] + 1000  # the engine's time, as a header
     # Streaming changes how the result travels, not the result: same seed, same bytes as without it.
     plain = client.post("/v1/images/generations", json=body).json()["data"][0]["b64_json"]
     assert plain == events[-1]["b64_json"]

@@ -169,7 +169,7 @@ def test_serve_config_of_the_gpu_run_builds() -> None:
     from deployments.app import build_app
     from deployments.cp_server import ContextParallelFlux2Model
 
-    path = Path(__file__).resolve().parent.parent / "bench" / "multi_gpu" / "serve_cp.yaml"
+    path = Path(__file__).resolve().parents[2] / "bench" / "multi_gpu" / "serve_cp.yaml"
     args = yaml.safe_load(path.read_text())["applications"][0]["args"]
     build_app(args)
     options = ContextParallelFlux2Model.deployment_options(ModelConfig.model_validate(args["models"][0]))
