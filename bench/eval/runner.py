@@ -63,11 +63,11 @@ def evaluate_case(
         "ssim_outside": None,
         "psnr_inside": None,
         "ssim_whole": ssim(output, source),
-        "latency_s": result.timings["generate_s"],
-        "step_s": result.timings["step_s"],
-        "peak_vram_gb": result.timings["peak_vram_gb"],
+        "latency_s": result.timings.generate_s,
+        "step_s": result.timings.step_s,
+        "peak_vram_gb": result.timings.peak_vram_gb,
         "weights": result.weights,
-        "step_cache": getattr(result, "step_cache", None),  # whether a step cache ran for this request
+        "step_cache": result.step_cache,  # whether a step cache ran for this request
     }
     if case.mask is not None:
         editable = resize_mask(case.mask, settings.width, settings.height) > 0

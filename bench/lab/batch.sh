@@ -20,7 +20,7 @@ declare -A CASES=(
   [vram-policy-dev]="dev: what vram_policy: always costs"
   [compile-vae-te-klein4b]="klein-4B t2i by stage: the VAE and text encoder compiled or not, then fp8"
   [fp8-klein9b]="klein-9B t2i: regional compile alone vs the defaults + fp8"
-  [step-cache-dev]="dev 50 steps t2i: bf16, fp8, fp8 + TaylorSeer (interval 4 and 3)"
+  [step-cache-dev]="dev 50 steps t2i: bf16 regional compile alone, fp8, fp8 + TaylorSeer (interval 4 and 3)"
   [step-cache-dev-edit]="dev 50 steps edit: fp8 vs fp8 + TaylorSeer"
   [step-floor]="the regional step of klein-4B and dev against the burst and sustained floors"
   [step-variants-klein4b]="klein-4B's step, regional vs full compile, back to back, with its kernel split"
@@ -88,7 +88,7 @@ case $1 in
     ;;
   step-cache-dev)
     C=compile_cache_dir=/tmp/ccd
-    run options-dev-50-steps-t2i options --source random-dev --steps 50 --repeats 2 --baseline $C \
+    run options-dev-50-steps-t2i options --source random-dev --steps 50 --repeats 2 --baseline $C,$NO_VAE_TE \
       --variant $C,$F --variant "$C,$F,$T4" --variant "$C,$F,$T3"
     ;;
   step-cache-dev-edit)
