@@ -7,6 +7,13 @@ import json
 from typing import Any
 
 
+def suite_parser(suite: str, doc: str | None) -> argparse.ArgumentParser:
+    """The parser of ``python -m bench SUITE``: the suite's module docstring, as written, is its help."""
+    return argparse.ArgumentParser(
+        prog=f"python -m bench {suite}", description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+
+
 def parse_overrides(text: str) -> dict[str, Any]:
     """``a=1,b=fp8,c={"x": 1, "y": 2}`` -> ModelConfig overrides: values are JSON where they parse as JSON, else
     strings; commas inside JSON values are kept."""

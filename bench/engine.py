@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.cli import suite_parser
 from bench.common import (
     Deadline,
     Results,
@@ -434,9 +435,7 @@ def pick_workdir(need_gib: float) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench engine", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = suite_parser("engine", __doc__)
     parser.add_argument("model", choices=sorted(MODELS))
     parser.add_argument("--json", required=True, help="where the figures go (written after every section)")
     parser.add_argument("--budget", type=float, default=540.0, help="seconds this command may take")

@@ -17,15 +17,13 @@ import time
 import traceback
 from pathlib import Path
 
-from bench.cli import parse_shapes
+from bench.cli import parse_shapes, suite_parser
 
 MIXED_SHAPES = "1024x1024+0,1024x1024+1,768x1344+0,1344x768+1,512x512+0,1024x1024+2"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench mixed", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = suite_parser("mixed", __doc__)
     parser.add_argument("--source", required=True)
     parser.add_argument("--json", required=True)
     parser.add_argument("--requests", type=int, default=200, help="at most")

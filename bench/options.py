@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from bench.cli import parse_overrides
+from bench.cli import parse_overrides, suite_parser
 from deployments.config import ModelConfig, Shape
 from deployments.types import ImageRequest
 
@@ -65,9 +65,7 @@ def measure(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench options", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = suite_parser("options", __doc__)
     parser.add_argument("--source", required=True, help="random-klein-4b | random-klein-9b | random-dev | a folder")
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--references", type=int, default=0)

@@ -20,7 +20,7 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-from bench.cli import parse_shape, parse_shapes  # noqa: E402
+from bench.cli import parse_shape, parse_shapes, suite_parser  # noqa: E402
 
 
 def cache_files(folder: Path) -> int:
@@ -83,9 +83,7 @@ def cold_then_warm(argv: list[str], args: argparse.Namespace) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench ready", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = suite_parser("ready", __doc__)
     parser.add_argument("--source", required=True)
     parser.add_argument("--cache", required=True, help="compile cache folder, empty or absent")
     parser.add_argument("--json", required=True)

@@ -22,7 +22,7 @@ import json
 import time
 from pathlib import Path
 
-from bench.cli import parse_overrides
+from bench.cli import parse_overrides, suite_parser
 
 
 def png(width: int, height: int, seed: int) -> bytes:
@@ -84,9 +84,7 @@ def series(call, output_format: str, n: int, result: dict) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = suite_parser("serve", __doc__)
     parser.add_argument("--source", required=True)
     parser.add_argument("--cache", required=True, help="compile cache folder")
     parser.add_argument("--json", required=True)
@@ -157,32 +155,24 @@ def main(argv: list[str] | None = None) -> None:
     try:
         with httpx.Client(base_url=url, timeout=600) as http:
 
+            def fields(name: str, prompt: str, seed: int, output_format: str) -> dict:
+                return {
+                    "model": name,
+                    "prompt": prompt,
+                    "size": f"{side}x{side}",
+                    "seed": seed,
+                    "num_inference_steps": args.steps,
+                    "output_format": output_format,
+                }
+
             def t2i(seed: int, output_format: str, name: str = "bench") -> httpx.Response:
-                return http.post(
-                    "/v1/images/generations",
-                    json={
-                        "model": name,
-                        "prompt": "a photo of a red car in front of a house at sunset",
-                        "size": f"{side}x{side}",
-                        "seed": seed,
-                        "num_inference_steps": args.steps,
-                        "output_format": output_format,
-                    },
-                )
+                body = fields(name, "a photo of a red car in front of a house at sunset", seed, output_format)
+                return http.post("/v1/images/generations", json=body)
 
             def edit(seed: int, output_format: str, name: str = "bench") -> httpx.Response:
-                return http.post(
-                    "/v1/images/edits",
-                    data={
-                        "model": name,
-                        "prompt": "make the car blue",
-                        "size": f"{side}x{side}",
-                        "seed": str(seed),
-                        "num_inference_steps": str(args.steps),
-                        "output_format": output_format,
-                    },
-                    files={"image": ("ref.png", ref, "image/png")},
-                )
+                form = fields(name, "make the car blue", seed, output_format)
+                data = {key: str(value) for key, value in form.items()}  # multipart fields are strings
+                return http.post("/v1/images/edits", data=data, files={"image": ("ref.png", ref, "image/png")})
 
             for model_name in [m["name"] for m in models]:
                 prefix = "" if model_name == "bench" else f"{model_name} "

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from bench.cli import parse_overrides
+from bench.cli import parse_overrides, suite_parser
 from bench.common import (
     Deadline,
     count_step_flops,
@@ -170,9 +170,7 @@ def measure_with_ratios(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench step", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = suite_parser("step", __doc__)
     parser.add_argument("--source", required=True, help="random-dev | random-klein-4b | random-klein-9b | tiny")
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--variant", action="append", required=True)

@@ -12,7 +12,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from bench.cli import parse_overrides
+from bench.cli import parse_overrides, suite_parser
 from bench.eval.cases import build_cases, without_masks
 from bench.eval.settings import EvalSettings, Variant
 
@@ -32,9 +32,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = suite_parser("eval", __doc__)
     parser.add_argument(
         "--model",
         action="append",

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from bench.cli import suite_parser
+
 
 def images_path(args: argparse.Namespace, degree: int) -> Path:
     return Path(args.json).parent / f"cp_images_{degree}.npy"
@@ -103,9 +105,7 @@ def compare(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench cp-latency", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = suite_parser("cp-latency", __doc__)
     parser.add_argument("--source", default="random-dev")
     parser.add_argument("--json", required=True)
     parser.add_argument("--degrees", default="1,2,4,8")

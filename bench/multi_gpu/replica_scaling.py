@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from bench.cli import suite_parser
+
 APP = "scaling"
 
 
@@ -123,11 +125,7 @@ def running_replicas() -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench replica-scaling",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = suite_parser("replica-scaling", __doc__)
     parser.add_argument("--source", default="random-klein-4b")
     parser.add_argument("--json", required=True)
     parser.add_argument("--gpus", type=int, default=0, help="0: all visible")
