@@ -83,8 +83,9 @@ def quantize_bounded(x: torch.Tensor, bound: torch.Tensor) -> tuple[torch.Tensor
 
 
 def quantize_per_head(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(e4m3 x, (batch, heads) descale) with one scale per head: its amax over tokens and head_dim."""
-    x8, scale = cast_e4m3(x, x.abs().amax(dim=(1, 3), keepdim=True))
+    """(e4m3 x, (batch, heads) descale) with one scale per head: its amax over tokens and head_dim, taken per
+    token first (many short rows in parallel; one (tokens x head_dim) reduction per head ran at 0.6 TB/s)."""
+    x8, scale = cast_e4m3(x, x.abs().amax(dim=3, keepdim=True).amax(dim=1, keepdim=True))
     return x8, scale.reshape(x.shape[0], x.shape[2])
 
 
