@@ -53,6 +53,7 @@ from bench.common import (
     sync,
     transformer_step_flops,
 )
+from deployments.types import ImageRequest
 
 SECTIONS = ("ceiling", "floors", "load", "plain", "engine_build", "engine", "vram", "fp8")
 
@@ -89,7 +90,7 @@ class Run:
     res: Results
     deadline: Deadline
     work: Path
-    sections: list[str] = field(default_factory=list)  # those that will run, in order
+    sections: list[str] = field(init=False)  # those that will run, in order
     pipeline: Any = None
     engine: Any = None
     captured: dict[str, torch.Tensor] = field(default_factory=dict)  # plain eager's step and latents
@@ -128,7 +129,7 @@ class Run:
         if name not in self.sections:
             why = "left out (--skip, or not possible on this device or model)"
         elif name in ("engine", "vram", "fp8") and self.engine is None:
-            why = "no engine: engine_build did not run"
+            why = "no engine: engine_build was skipped or failed"
         elif not self.deadline.allows(needed):
             why = f"not enough time left ({self.deadline.left():.0f}s < {needed:.0f}s)"
         else:
@@ -147,7 +148,7 @@ class Run:
         return self.pipeline
 
 
-def run_plain(pipeline: Any, request: Any, steps: int, guidance: float, output_type: str = "np") -> Any:
+def run_plain(pipeline: Any, request: ImageRequest, steps: int, guidance: float, output_type: str = "np") -> Any:
     """What a user of plain diffusers writes: the pipeline call, at the engine's settings."""
     from PIL import Image
 
@@ -434,6 +435,15 @@ def pick_workdir(need_gib: float) -> Path:
     return best / "flux2-bench"
 
 
+def sections(text: str) -> list[str]:
+    """``--skip vram,fp8`` -> ["vram", "fp8"]; a name that is no section is an error, not a silent no-op."""
+    names = [name for name in text.split(",") if name]
+    unknown = set(names) - set(SECTIONS)
+    if unknown:
+        raise argparse.ArgumentTypeError(f"no section {sorted(unknown)}; sections: {', '.join(SECTIONS)}")
+    return names
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = suite_parser("engine", __doc__)
     parser.add_argument("model", choices=sorted(MODELS))
@@ -441,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--budget", type=float, default=540.0, help="seconds this command may take")
     parser.add_argument("--n", type=int, default=10, help="timed requests per series")
     parser.add_argument("--size", type=int, default=1024)
-    parser.add_argument("--skip", type=lambda text: text.split(","), default=[], help=f"of {','.join(SECTIONS)}")
+    parser.add_argument("--skip", type=sections, default=[], help=f"sections to leave out, of {','.join(SECTIONS)}")
     parser.add_argument("--work", type=Path, default=None, help="folder for the saved weights (default: most free)")
     parser.add_argument("--cache", default=None, help="compile cache folder (default: a fresh one in --work)")
     return parser
