@@ -22,4 +22,4 @@ Path("fox.png").write_bytes(base64.b64decode(generated.data[0].b64_json))
 for event in client.images.edit(
     model="flux2", image=Path("examples/cat.png"), prompt="a dog", stream=True, partial_images=2
 ):
-    print(event.type)  # image_edit.partial_image (twice), then image_edit.completed
+    print(event.type)  # image_edit.progress a step (an extension), .partial_image twice, then .completed
