@@ -25,10 +25,10 @@ from bench.cli import parse_shapes
 
 # (heads, tokens) of one attention call at 1024²: 512 text + 4096 image tokens (+ 4096 for a reference)
 KERNEL_SHAPES = {
-    "klein-4b t2i": (24, 4608),
-    "klein-4b edit1": (24, 8704),
-    "dev t2i": (48, 4608),
-    "dev edit1": (48, 8704),
+    "klein4b-t2i": (24, 4608),
+    "klein4b-edit1": (24, 8704),
+    "dev-t2i": (48, 4608),
+    "dev-edit1": (48, 8704),
 }
 HEAD_DIM = 128
 VARIANTS = {  # ModelConfig overrides; "bf16" is the engine's default step every other one is compared with
