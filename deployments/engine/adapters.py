@@ -1,15 +1,16 @@
 """LoRA adapters per request: each named adapter is read once, and switching between them never recompiles.
 
 Before the transformer is quantised or compiled, :class:`AdapterManager` gives every linear layer of it
-``max_per_request`` PEFT LoRA *slots*: all always active, padded to ``max_rank``, zero until used, and
-scaled by one shared 0-dim tensor per slot. A request's canonical stack (sorted by name; entry i in slot
-i) is applied by copying the adapters' weights into their slots and filling the scale tensors in place,
-so the compiled graphs meet the same modules, shapes and Python state on every call. Unused slots hold
-zeros: a request without adapters adds exact zeros and gets the base output byte for byte.
+``max_per_request`` PEFT LoRA *slots*: padded to ``max_rank``, zero until used, and scaled by one shared
+0-dim tensor per slot. A request's canonical stack (sorted by name; entry i in slot i) is applied by
+copying the adapters' weights into their slots and filling the scale tensors in place; unused slots hold
+zeros. A request without adapters runs with the slots disabled: the base model's own graph, so its output
+is the base output byte for byte, at the base speed. The compiled blocks thus have two variants, slots on
+and off; warm-up builds both (:meth:`AdapterManager.warming`), and no switch compiles anything after that.
 
 diffusers' ``enable_lora_hotswap`` + ``load_lora_weights(hotswap=True)`` + ``set_adapters`` is not used to
-switch: ``set_adapters`` replaces the active-adapter list and writes Python floats into ``scaling``,
-both guarded by the compiled graphs, so every new stack or scale would recompile.
+switch: ``set_adapters`` replaces the active-adapter list and writes Python floats into ``scaling``, both
+guarded by the compiled graphs, so every new stack or scale recompiles (two graphs each on the tiny model).
 
 Adapters are read by diffusers' own loader (``lora_state_dict``: diffusers/PEFT keys, and the kohya
 ``lora_unet_*`` and BFL/ai-toolkit ``diffusion_model.*`` names it converts) from safetensors only, so a
@@ -23,13 +24,14 @@ wrapped base layer, so the LoRA branch runs in the model's dtype beside the fp8 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -182,6 +184,8 @@ class AdapterManager:
         self._resident: OrderedDict[str, Weights] = OrderedDict()
         self._slot_names: list[str | None] = [None] * len(self._slots)
         self._slot_scales = [0.0] * len(self._slots)
+        self._enabled = True  # as PEFT leaves them; the first activate sets it
+        self._warming = False
 
     @property
     def resident(self) -> tuple[str, ...]:
@@ -192,15 +196,16 @@ class AdapterManager:
         """Make ``requested`` the adapters of the next pipeline call and return the seconds this took.
 
         Adapters not resident are loaded first; one that cannot be raises NotFound / InvalidRequest with the
-        slots as they were. ``()`` empties the slots: the base model, byte for byte.
+        slots as they were. ``()`` disables the slots: the base model's graph and output, byte for byte.
         """
         start = time.perf_counter()
         stack = self.settings.resolve(requested)
         keep = {name for name, _ in stack}
         weights = [self._resident_weights(name, keep) for name, _ in stack]
         swap_start = time.perf_counter()
+        enabled = bool(stack) or self._warming
         with torch.no_grad():
-            for index, slot in enumerate(self._slots):
+            for index, slot in enumerate(self._slots if enabled else ()):
                 name, scale = stack[index] if index < len(stack) else (None, 0.0)
                 if self._slot_names[index] != name:
                     self._write_slot(slot, weights[index] if name else {})
@@ -208,8 +213,20 @@ class AdapterManager:
                 if self._slot_scales[index] != scale:
                     self._scales[index].fill_(scale)
                     self._slot_scales[index] = scale
+        if enabled != self._enabled:
+            self._enable(enabled)
         self.stats.swap_s += time.perf_counter() - swap_start
         return time.perf_counter() - start
+
+    @contextlib.contextmanager
+    def warming(self) -> Iterator[None]:
+        """Within, a request without adapters runs on the slots' graphs, with empty slots (the base output):
+        warm-up runs each shape once inside so adapter requests find their graphs compiled."""
+        self._warming = True
+        try:
+            yield
+        finally:
+            self._warming = False
 
     def _resident_weights(self, name: str, keep: set[str]) -> Weights:
         weights = self._resident.get(name)
@@ -300,6 +317,11 @@ class AdapterManager:
             weights[module] = (down.to(self._device, self._dtype), up.to(self._device, self._dtype))
         return weights
 
+    def _enable(self, enabled: bool) -> None:
+        for layer in self._layers.values():
+            layer.enable_adapters(enabled)
+        self._enabled = enabled
+
     def _write_slot(self, slot: str, weights: Weights) -> None:
         torch._foreach_zero_([weight for layer in self._layers.values() for weight in _slot_weights(layer, slot)])
         if weights:
@@ -329,7 +351,7 @@ def _install_slots(
             for slot, scale in zip(slots, scales, strict=True):
                 layer.scaling[slot] = scale  # a tensor filled in place, where PEFT keeps a float: no recompiles
                 for weight in _slot_weights(layer, slot):
-                    weight.requires_grad_(False).zero_()
+                    weight.zero_()
     logger.info("LoRA: %d slot(s) of rank %d on %d linear layers", len(slots), rank, len(layers))
     return layers
 
