@@ -166,8 +166,9 @@ Weights = dict[str, tuple[torch.Tensor, torch.Tensor]]  # module -> (A (r, in), 
 class AdapterManager:
     """The adapter slots of one pipeline's transformer and the adapters resident on its device.
 
-    Create it after loading and before ``apply_optimizations`` (fp8, compile). Not thread-safe: call it on
-    the thread that runs the pipeline, right before each call.
+    Create it after loading and before ``apply_optimizations`` (fp8, compile); with no adapters configured it
+    installs nothing and refuses every name. Not thread-safe: call it on the thread that runs the pipeline,
+    right before each call.
     """
 
     def __init__(self, pipeline: DiffusionPipeline, settings: AdapterSettings) -> None:
@@ -178,7 +179,7 @@ class AdapterManager:
         self._pipeline = pipeline
         self._specs = {spec.name: spec for spec in settings.adapters}
         self._device, self._dtype = weight.device, weight.dtype
-        self._slots = [f"{SLOT_PREFIX}{i}" for i in range(settings.max_per_request)]
+        self._slots = [f"{SLOT_PREFIX}{i}" for i in range(settings.max_per_request if settings.adapters else 0)]
         self._scales = [torch.zeros((), device=self._device) for _ in self._slots]
         self._layers = _install_slots(transformer, self._slots, self._scales, settings.max_rank)
         self._resident: OrderedDict[str, Weights] = OrderedDict()
@@ -338,6 +339,8 @@ def _install_slots(
     transformer: nn.Module, slots: list[str], scales: list[torch.Tensor], rank: int
 ) -> dict[str, LoraLayer]:
     """Zero LoRA slots of ``rank`` on every linear layer, all active, slot i scaled by ``scales[i]``."""
+    if not slots:
+        return {}
     linears = sorted(name for name, module in transformer.named_modules() if isinstance(module, nn.Linear))
     pattern = "^(" + "|".join(map(re.escape, linears)) + ")$"  # PEFT full-matches a string
     with warnings.catch_warnings():  # PEFT warns on every adapter after the first: several are the point

@@ -87,6 +87,18 @@ def test_no_adapters_gives_the_base_output_byte_for_byte(files) -> None:
         assert torch.equal(_image(pipeline), base), "slots emptied after adapters still change the output"
 
 
+def test_a_model_without_adapters_gets_no_slots() -> None:
+    pipeline = _pipeline()
+    base = _image(pipeline)
+    manager = AdapterManager(pipeline, AdapterSettings())
+    assert not any("lora" in name for name, _ in pipeline.transformer.named_modules())
+    with manager.warming():
+        manager.activate(())
+    assert torch.equal(_image(pipeline), base)
+    with pytest.raises(NotFound, match="serves: none"):
+        manager.activate([("a", 1.0)])
+
+
 def test_adapters_change_the_output_by_name_and_scale(files) -> None:
     pipeline = _pipeline()
     manager = AdapterManager(pipeline, _settings(files, max_per_request=2))
