@@ -146,7 +146,12 @@ class ModelConfig(_Strict):
     step_cache_options: dict[str, Any] = Field(
         default_factory=dict, description="TaylorSeerCacheConfig / MagCacheConfig arguments"
     )
-    attention_backend: str | None = Field(default=None, description="diffusers attention backend, e.g. flash_hub")
+    attention_backend: str | None = Field(
+        default=None,
+        description="a diffusers attention backend (e.g. _native_cudnn), or fa3 / fa3_fp8: FlashAttention-3's "
+        "forward from the fa3-fwd package (Hopper, bf16 transformer; not with context_parallel or the reference-KV "
+        "pipeline); fa3_fp8 runs attention in e4m3 and changes the image",
+    )
     warmup_shapes: tuple[Shape, ...] = Field(
         default=(Shape(width=1024, height=1024, references=1),),
         description="shape buckets compiled and run before the replica reports ready",

@@ -26,6 +26,13 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -
   --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
   --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl "${pins[@]}"
 
+# `wheels.sh fa3` adds FlashAttention-3 (attention_backend fa3 / fa3_fp8; tagged manylinux_2_24). With ray
+# beside it the carry passes 64 MiB: the attention suite needs neither ray nor Serve, so carry a set without ray.
+if [ "${1:-}" = fa3 ]; then
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_24_x86_64 -d .whl fa3-fwd==0.0.3
+fi
+
 ray_wheel=$(ls .whl/ray-*.whl)
 zip -q -d "$ray_wheel" 'ray/jars/*' '*.map' >/dev/null || true  # no-op when already repacked
 du -sh .whl

@@ -44,6 +44,7 @@ from diffusers import ContextParallelConfig
 
 from deployments.config import ContextParallel as ContextParallelOptions
 from deployments.config import ModelConfig
+from deployments.engine.attention import FA3_BACKENDS
 from deployments.engine.generate import Flux2Engine
 from deployments.engine.load import LoadedPipeline, ModelLoadError, load_pipeline
 from deployments.engine.memory import MemoryManager, configure_allocator
@@ -140,6 +141,8 @@ def check_supported(loaded: LoadedPipeline, config: ModelConfig, options: Contex
     heads = loaded.pipeline.transformer.config.num_attention_heads
     if options.mode == "ulysses" and not options.any_length and heads % options.degree:
         raise ModelLoadError(f"ulysses degree {options.degree} does not divide the model's {heads} attention heads")
+    if config.attention_backend in FA3_BACKENDS:
+        raise ModelLoadError(f"attention_backend {config.attention_backend} does not run with context parallelism")
     if options.mode == "ring" and config.attention_backend not in RING_BACKENDS:
         raise ModelLoadError(
             f"ring attention needs an attention_backend returning log-sum-exp, one of {sorted(RING_BACKENDS)}; "

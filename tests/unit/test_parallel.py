@@ -110,6 +110,9 @@ def test_unsupported_setups_are_refused_before_any_collective() -> None:
         check_supported(
             dev, ModelConfig.model_validate({**TINY_DEV, "step_cache": "magcache"}), ContextParallelOptions(degree=2)
         )
+    fa3 = ModelConfig.model_validate({**TINY_DEV, "attention_backend": "fa3"})
+    with pytest.raises(ModelLoadError, match="context parallelism"):
+        check_supported(dev, fa3, ContextParallelOptions(degree=2))
     kv_config = ModelConfig.model_validate({**TINY_DEV, "source": "tiny-klein-kv"})
     with pytest.raises(ModelLoadError, match="Flux2KleinKVPipeline"):
         check_supported(load_pipeline(kv_config), kv_config, ContextParallelOptions(degree=2))
