@@ -184,7 +184,8 @@ def test_queue_overflow_is_rejected_at_once_and_accepted_requests_complete(tight
 
 def test_busy_service_stays_ready(tight_url: str) -> None:
     with httpx.Client(base_url=tight_url, timeout=120) as client, ThreadPoolExecutor(3) as pool:
-        assert client.get("/v1/models").json()["data"][0]["family"] == "dev"
+        # The listing never waits for a replica: its details arrive once the replica has described itself.
+        assert wait_until(lambda: client.get("/v1/models").json()["data"][0].get("family") == "dev", 20, 0.2)
         busy = [pool.submit(client.post, "/v1/images/generations", json=SLOW) for _ in range(3)]
         time.sleep(0.5)  # the replica is now generating with its queue full
         started = time.monotonic()
