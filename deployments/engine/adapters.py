@@ -19,7 +19,9 @@ values) before any slot changes, and kept on the device, up to ``max_loaded`` of
 used evicted.
 
 fp8: the slots wrap each ``nn.Linear``; ``quantize_transformer_fp8`` run afterwards swaps only the
-wrapped base layer, so the LoRA branch runs in the model's dtype beside the fp8 matmul.
+wrapped base layer, so the LoRA branch runs in the model's dtype beside the fp8 matmul. Compiled on an
+H200, slots off gave the plain bf16 model's bytes; with fp8 they gave reproducible bytes that differ
+from a plain fp8 model's (rel-L2 0.004, under fp8's own 0.006 from bf16).
 """
 
 from __future__ import annotations
