@@ -5,10 +5,14 @@ No torch and no Ray here, so the ingress, the model deployment and the engine ca
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from deployments.errors import InvalidRequest, NotFound
 
 TINY_SOURCES = ("tiny-dev", "tiny-klein", "tiny-klein-kv")
 RANDOM_SOURCES = ("random-dev", "random-klein-4b", "random-klein-9b")
@@ -77,6 +81,102 @@ class Limits(_Strict):
         description="how long a request for a model with no running replica waits for one before a 503 with "
         "Retry-After; 0 answers at once. Set it above the replica start time for models that scale from zero",
     )
+
+
+PARAM = "lora"  # the request field errors point at
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+AdapterStack = tuple[tuple[str, float], ...]  # canonical: (name, scale) sorted by name, no zero scales
+
+
+class AdapterSpec(_Strict):
+    """One LoRA adapter that requests can name."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="the id requests send")
+    source: str = Field(min_length=1, description="hub repo id, local folder or .safetensors file")
+    weight_name: str | None = Field(
+        default=None, description="the .safetensors file in a hub repo or folder; default: the one diffusers picks"
+    )
+    revision: str | None = Field(default=None, description="hub revision")
+    scale: float = Field(default=1.0, allow_inf_nan=False, description="strength when a request gives none")
+
+    @field_validator("source", "weight_name")
+    @classmethod
+    def _no_pickle(cls, value: str | None) -> str | None:
+        if value is not None and value.lower().endswith(PICKLE_SUFFIXES):
+            raise ValueError(f"{value!r} is a pickle checkpoint, which runs code when loaded: use .safetensors")
+        return value
+
+
+class AdapterSettings(_Strict):
+    """The LoRA adapters a model serves and the limits on them."""
+
+    adapters: tuple[AdapterSpec, ...] = ()
+    max_loaded: int = Field(
+        default=4, ge=1, le=64, description="adapters kept in device memory; the least recently used is evicted"
+    )
+    max_rank: int = Field(
+        default=64,
+        ge=1,
+        le=512,
+        description="rank every slot is padded to; an adapter of higher rank is refused. A slot holds max_rank x "
+        "(in + out features) weights per linear layer of the transformer",
+    )
+    max_per_request: int = Field(
+        default=1,
+        ge=1,
+        le=8,
+        description="adapters one request can stack; each is a slot whose LoRA branch every request of the model "
+        "computes (zeros when unused), about 2 x max_rank / width of a linear layer's FLOPs per slot",
+    )
+    max_scale: float = Field(default=4.0, gt=0, description="the largest |scale| a request may give an adapter")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AdapterSettings:
+        names = [spec.name for spec in self.adapters]
+        if len(set(names)) != len(names):
+            raise ValueError(f"adapter names must be unique, got {names}")
+        if self.max_loaded < self.max_per_request:
+            raise ValueError("max_loaded must hold at least the max_per_request adapters of one request")
+        for spec in self.adapters:
+            if abs(spec.scale) > self.max_scale:
+                raise ValueError(f"adapter {spec.name!r}: scale {spec.scale} is over max_scale {self.max_scale}")
+        return self
+
+    def resolve(self, requested: Sequence[tuple[str, float | None]]) -> AdapterStack:
+        """The canonical stack of a request: known names, default scales filled in, zero scales dropped, sorted
+        by name (equal stacks give equal bytes and share a batch and a multiplexed replica)."""
+        if len(requested) > self.max_per_request:
+            raise InvalidRequest(
+                f"at most {self.max_per_request} LoRA adapter(s) per request on this model, got {len(requested)}",
+                param=PARAM,
+                code="too_many_adapters",
+            )
+        specs = {spec.name: spec for spec in self.adapters}
+        scales: dict[str, float] = {}
+        for name, scale in requested:
+            spec = specs.get(name)
+            if spec is None:
+                served = ", ".join(sorted(specs)) or "none"
+                raise NotFound(
+                    f"unknown LoRA adapter {name!r}; this model serves: {served}", param=PARAM, code="adapter_not_found"
+                )
+            if name in scales:
+                raise InvalidRequest(f"LoRA adapter {name!r} is named twice", param=PARAM, code="duplicate_adapter")
+            value = spec.scale if scale is None else float(scale)
+            if not math.isfinite(value) or abs(value) > self.max_scale:
+                raise InvalidRequest(
+                    f"scale {value} of LoRA adapter {name!r} is outside [-{self.max_scale}, {self.max_scale}]",
+                    param=PARAM,
+                    code="invalid_adapter_scale",
+                )
+            scales[name] = value
+        return tuple(sorted((name, value) for name, value in scales.items() if value != 0.0))
+
+
+def stack_id(stack: AdapterStack) -> str:
+    """A string naming a canonical stack ("" for none): the Ray Serve multiplexed model id."""
+    return "+".join(f"{name}:{scale:g}" for name, scale in stack)
 
 
 class ContextParallel(_Strict):
@@ -177,6 +277,9 @@ class ModelConfig(_Strict):
     deployment_options: dict[str, Any] = Field(
         default_factory=dict, description="Ray Serve options for this model's deployment (autoscaling, ...)"
     )
+    lora: AdapterSettings = Field(
+        default_factory=AdapterSettings, description="LoRA adapters requests can name, and their limits"
+    )
     context_parallel: ContextParallel | None = Field(
         default=None, description="split each request's transformer over several GPUs (one replica = degree GPUs)"
     )
@@ -187,6 +290,12 @@ class ModelConfig(_Strict):
         if not on_grid(*v):
             raise ValueError(f"default_size must be multiples of {SIZE_MULTIPLE}")
         return v
+
+    @model_validator(mode="after")
+    def _lora_needs_separate_qkv(self) -> ModelConfig:
+        if self.lora.adapters and self.fuse_qkv:
+            raise ValueError("fuse_qkv fuses the Q/K/V projections LoRA adapters target: turn one of them off")
+        return self
 
     @property
     def served_name(self) -> str:
@@ -243,19 +352,22 @@ REFERENCE_SECTIONS = (
     ("models[]", ModelConfig),
     ("models[].warmup_shapes[]", Shape),
     ("models[].context_parallel", ContextParallel),
+    ("models[].lora", AdapterSettings),
+    ("models[].lora.adapters[]", AdapterSpec),
     ("limits", Limits),
     ("auth", AuthConfig),
 )
 
 
 def _default(field: Any) -> str:
-    if field.default_factory is not None:
-        return f"`{field.default_factory()!r}`"
-    if isinstance(field.default, BaseModel):
+    if field.is_required():
+        return "required"
+    value = field.default_factory() if field.default_factory is not None else field.default
+    if isinstance(value, BaseModel):
         return "see below"
-    if isinstance(field.default, tuple) and field.default and isinstance(field.default[0], BaseModel):
-        return "`" + str([item.model_dump(exclude_defaults=True) for item in field.default]) + "`"
-    return "required" if field.is_required() else f"`{field.default!r}`"
+    if isinstance(value, tuple) and value and isinstance(value[0], BaseModel):
+        return "`" + str([item.model_dump(exclude_defaults=True) for item in value]) + "`"
+    return f"`{value!r}`"
 
 
 def reference_markdown() -> str:

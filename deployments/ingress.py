@@ -51,15 +51,18 @@ from deployments.openai.protocol import (
     ImagesResponse,
     ModelCard,
     ModelList,
+    form_lora,
     multipart_schema,
     parse_form_fields,
     parse_json_body,
 )
 from deployments.openai.serving import (
+    Route,
     build_edit_request,
     build_generation_request,
     images_response,
-    model_card,
+    model_cards,
+    route,
     stream_payloads,
 )
 from deployments.replicas import ReplicaWatch
@@ -252,11 +255,11 @@ class ImagesIngress:
         limits = self.config.limits
         require_content_type(request, "application/json")
         params = parse_json_body(await read_body(request, limits.max_body_bytes))
-        name = request.state.model = self._model_name(params)
-        image_request = build_generation_request(params, limits, self.model_configs[name].default_size)
+        target = self._route(request, params)
+        image_request = build_generation_request(params, limits, target)
         if params.stream:
-            return await self._stream(name, image_request, params, "image_generation")
-        return await self._generate(request, name, image_request, params, arrived)
+            return await self._stream(target, image_request, params, "image_generation")
+        return await self._generate(request, target, image_request, params, arrived)
 
     async def _edits(self, request: Request) -> Response:
         arrived = time.time()
@@ -266,27 +269,28 @@ class ImagesIngress:
         await read_body(request, limits.max_body_bytes)
         fields, images, mask = await self._read_form(request)
         params = parse_form_fields(fields)
-        name = request.state.model = self._model_name(params)
+        target = self._route(request, params)
         # Decoding and encoding images take tens of ms: off the event loop, so other requests keep flowing.
-        image_request = await asyncio.to_thread(build_edit_request, params, images, mask, limits)
+        image_request = await asyncio.to_thread(build_edit_request, params, images, mask, limits, target)
         if params.stream:
-            return await self._stream(name, image_request, params, "image_edit")
-        return await self._generate(request, name, image_request, params, arrived)
+            return await self._stream(target, image_request, params, "image_edit")
+        return await self._generate(request, target, image_request, params, arrived)
 
     @app.get("/v1/models", response_model=ModelList, responses=ERRORS)
     async def list_models(self, request: Request) -> dict[str, Any]:
         """Answered from the config and what the replicas said of themselves earlier: never waits for a replica."""
         self.check_api_key(request.headers.get("authorization"))
         self._describe_in_background()
-        return {"object": "list", "data": [self._card(name) for name in self.model_configs]}
+        return {"object": "list", "data": [card for name in self.model_configs for card in self._cards(name)]}
 
     @app.get("/v1/models/{model_id:path}", response_model=ModelCard, responses=ERRORS)
     async def retrieve_model(self, model_id: str, request: Request) -> dict[str, Any]:
         self.check_api_key(request.headers.get("authorization"))
         self._describe_in_background()
-        if model_id not in self.model_configs:
+        cards = {card["id"]: card for name in self.model_configs for card in self._cards(name)}
+        if model_id not in cards:
             raise NotFound(f"The model '{model_id}' does not exist", param="model", code="model_not_found")
-        return self._card(model_id)
+        return cards[model_id]
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def playground(self) -> HTMLResponse:
@@ -334,18 +338,13 @@ class ImagesIngress:
             images = getattr(request.state, "images", 0)
             self.metrics.observe(request.url.path, model, status, time.perf_counter() - started, images)
 
-    def _model_name(self, params: ImageParams) -> str:
-        name = params.model or self.config.default_model
-        if name not in self.models:
-            raise NotFound(
-                f"The model '{name}' does not exist. Available: {sorted(self.models)}",
-                param="model",
-                code="model_not_found",
-            )
-        return name
+    def _route(self, request: Request, params: ImageParams) -> Route:
+        target = route(params, self.model_configs, self.config.default_model)
+        request.state.model = target.model.served_name
+        return target
 
-    def _card(self, name: str) -> dict[str, Any]:
-        return model_card(self.model_configs[name], self.config.limits, self._infos.get(name))
+    def _cards(self, name: str) -> list[dict[str, Any]]:
+        return model_cards(self.model_configs[name], self.config.limits, self._infos.get(name))
 
     async def _read_form(self, request: Request) -> tuple[dict[str, str], list[bytes], bytes | None]:
         limits = self.config.limits
@@ -355,11 +354,14 @@ class ImagesIngress:
             )
         except Exception as exc:  # malformed multipart, too many parts
             raise InvalidRequest(f"could not parse multipart form: {exc}", code="invalid_multipart") from None
-        fields: dict[str, str] = {}
+        fields: dict[str, Any] = {}
         images: list[bytes] = []
         mask: bytes | None = None
+        lora: dict[str, list[str]] = {"lora[][name]": [], "lora[][scale]": []}
         for key, value in form.multi_items():
-            if key in IMAGE_FIELDS or key == "mask":
+            if key in lora and isinstance(value, str):  # repeated by design: one a LoRA adapter
+                lora[key].append(value)
+            elif key in IMAGE_FIELDS or key == "mask":
                 data = await value.read() if isinstance(value, UploadFile) else value.encode()
                 if key == "mask":
                     mask = data
@@ -372,13 +374,18 @@ class ImagesIngress:
             else:
                 fields[key] = value
         await form.close()
+        if lora["lora[][name]"] or lora["lora[][scale]"]:
+            if "lora" in fields:
+                raise InvalidRequest("send lora as lora[][name] fields only", param="lora", code="invalid_value")
+            fields["lora"] = form_lora(lora["lora[][name]"], lora["lora[][scale]"])
         return fields, images, mask
 
     async def _generate(
-        self, request: Request, name: str, image_request: ImageRequest, params: ImageParams, arrived: float
+        self, request: Request, target: Route, image_request: ImageRequest, params: ImageParams, arrived: float
     ) -> Response:
         parsed = time.time()
-        result = await self._call_model(name, image_request)
+        name = target.model.served_name
+        result = await self._call_model(target, image_request)
         returned = time.time()
         request.state.images = len(result.images)
         # Encoding images and rendering megabytes of base64 JSON take milliseconds: not on the event loop.
@@ -389,13 +396,15 @@ class ImagesIngress:
         stages = {
             "parse": parsed - arrived,  # read the body, validate, decode reference images
             "queue": waited,
+            "adapter": timings.adapter_s,  # LoRA adapters read (first use) and switched in
             "generate": timings.generate_s,
-            "handle": returned - parsed - waited - timings.generate_s - timings.output_s,  # Ray's transfers
+            "handle": returned - parsed - waited - timings.adapter_s - timings.generate_s - timings.output_s,
             "encode": timings.output_s + done - returned,  # images off the GPU, encoding, base64, JSON
         }
         headers = {
             "x-model": name,
             "x-model-weights": result.weights,
+            "x-lora": target.multiplexed_id,
             "x-seed": str(result.seed),
             "x-num-inference-steps": str(result.num_inference_steps),
             "x-mask-applied": str(result.mask_applied).lower(),
@@ -408,10 +417,16 @@ class ImagesIngress:
         }
         return Response(content, media_type="application/json", headers=headers)
 
-    async def _call_model(self, name: str, image_request: ImageRequest) -> ImageResult:
-        timeout = self.config.limits.request_timeout_s
+    def _handle(self, target: Route) -> DeploymentHandle:
+        """The model's handle; with LoRA adapters, multiplexed by the stack, so Serve prefers a replica that
+        already holds it."""
+        handle = self.models[target.model.served_name]
+        return handle.options(multiplexed_model_id=target.multiplexed_id) if target.adapters else handle
+
+    async def _call_model(self, target: Route, image_request: ImageRequest) -> ImageResult:
+        timeout, name = self.config.limits.request_timeout_s, target.model.served_name
         await self._require_replica(name)
-        response = self.models[name].generate.remote(image_request)
+        response = self._handle(target).generate.remote(image_request)
         with model_errors(name, timeout):
             try:
                 return await asyncio.wait_for(response, timeout)
@@ -431,12 +446,12 @@ class ImagesIngress:
         )
 
     async def _stream(
-        self, name: str, image_request: ImageRequest, params: ImageParams, event_prefix: str
+        self, target: Route, image_request: ImageRequest, params: ImageParams, event_prefix: str
     ) -> StreamingResponse:
         """Server-sent events in the OpenAI Images streaming shape, plus a ``.progress`` event a step."""
-        timeout = self.config.limits.request_timeout_s
+        timeout, name = self.config.limits.request_timeout_s, target.model.served_name
         await self._require_replica(name)
-        handle = self.models[name].options(stream=True)
+        handle = self._handle(target).options(stream=True)
         events = handle.generate_stream.remote(image_request, params.partial_images or 0)
         with model_errors(name, timeout):  # errors before the first event still get a proper status code
             try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ray.serve.metrics import Counter, Gauge, Histogram
 
-from deployments.types import Timings
+from deployments.types import AdapterStats, Timings
 
 LATENCY_BOUNDARIES_S = [0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300]
 STEP_BOUNDARIES_S = [0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2]
@@ -49,11 +49,18 @@ class ModelMetrics:
         self.peak_vram = Gauge("flux2_peak_vram_bytes", "peak VRAM allocated by the last request", keys)
         self.oom_recoveries = Counter("flux2_oom_recoveries", "CUDA OOMs recovered by freeing memory", keys)
         self.failures = Counter("flux2_generate_failures", "requests that failed in the engine", keys)
-        for counter in (self.compiles, self.oom_recoveries, self.failures):
+        self.adapter = Histogram("flux2_adapter_s", "LoRA adapters read and switched in", STEP_BOUNDARIES_S, keys)
+        self.adapter_counts = {
+            field: Counter(f"flux2_adapter_{field}", f"LoRA adapter {field.replace('_', ' ')}", keys)
+            for field in ("loads", "hits", "evictions", "load_failures")
+        }
+        self.adapters_resident = Gauge("flux2_adapters_resident", "LoRA adapters in device memory", keys)
+        for counter in (self.compiles, self.oom_recoveries, self.failures, *self.adapter_counts.values()):
             publish_zero(counter, self.tags)
 
     def observe(self, timings: Timings, replica_queue_s: float, new_compiles: int, new_ooms: int) -> None:
         self.queue_wait.observe(replica_queue_s, tags=self.tags)
+        self.adapter.observe(timings.adapter_s, tags=self.tags)
         self.generate.observe(timings.generate_s, tags=self.tags)
         self.step.observe(timings.step_s, tags=self.tags)
         self.peak_vram.set(timings.peak_vram_gb * 2**30, tags=self.tags)
@@ -61,3 +68,11 @@ class ModelMetrics:
             self.compiles.inc(new_compiles, tags=self.tags)
         if new_ooms:
             self.oom_recoveries.inc(new_ooms, tags=self.tags)
+
+    def observe_adapters(self, before: AdapterStats, after: AdapterStats, resident: int) -> None:
+        """What a request did to the LoRA adapters (loads and evictions happen only when it names some)."""
+        for field, counter in self.adapter_counts.items():
+            delta = getattr(after, field) - getattr(before, field)
+            if delta:
+                counter.inc(delta, tags=self.tags)
+        self.adapters_resident.set(resident, tags=self.tags)

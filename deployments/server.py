@@ -9,6 +9,7 @@ the GPU while the replica's event loop stays free for health checks and metadata
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -27,6 +28,8 @@ from deployments.types import ImageRequest, ImageResult, PartialImage, StepProgr
 
 logger = logging.getLogger("ray.serve")
 
+# LoRA stacks a replica reports to Serve's router for affinity (fixed when the class is defined).
+MULTIPLEXED_STACKS = 16
 # A request still running after this many seconds means the engine thread is stuck.
 WEDGED_AFTER_S = 1800.0
 
@@ -85,8 +88,16 @@ class Flux2Model:
         )
         return engine
 
+    @serve.multiplexed(max_num_models_per_replica=MULTIPLEXED_STACKS)
+    async def _hold_stack(self, stack_id: str) -> str:
+        """Routing affinity only: reporting the stack to Serve's router sends its requests to replicas that hold
+        it; the weights themselves are loaded on the engine thread, bounded by ``lora.max_loaded``."""
+        return stack_id
+
     async def generate(self, request: ImageRequest) -> ImageResult:
         self._check_usable()
+        if request.adapters:
+            await self._hold_stack(serve.get_multiplexed_model_id())
         if self.config.max_batch_size > 1 and request.batch_key is not None:
             return await self._generate_batched(request)
         return await self._submit(request, StepReporter())
@@ -116,6 +127,8 @@ class Flux2Model:
         When the client goes away Serve cancels this generator; the run then stops after the current step.
         """
         self._check_usable()
+        if request.adapters:
+            await self._hold_stack(serve.get_multiplexed_model_id())
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
         reporter = StepReporter(
@@ -159,6 +172,7 @@ class Flux2Model:
     ) -> list[ImageResult]:
         self._busy_since = time.monotonic()
         compiles, ooms = self.engine.unwarmed_compiles, self.engine.memory.oom_recoveries
+        adapters = dataclasses.replace(self.engine.adapters.stats)
         try:
             results = self.engine.generate_batch(requests, reporter)
         except GenerationCancelled:
@@ -171,6 +185,7 @@ class Flux2Model:
             raise
         finally:
             self._busy_since = None
+            self.metrics.observe_adapters(adapters, self.engine.adapters.stats, len(self.engine.adapters.resident))
         timings = results[0].timings
         replica_queue_s = time.perf_counter() - queued_at - timings.generate_s - timings.output_s
         self.metrics.observe(

@@ -27,13 +27,14 @@ class ImageRequest:
     guidance_scale: float | None = None
     step_cache: bool | None = None  # None: the model's setting; False: off for this request
     jpeg_quality: int | None = None  # the client wants JPEG: an engine that encodes on its GPU returns files
+    adapters: tuple[tuple[str, float], ...] = ()  # LoRA stack: (name, scale) sorted by name, as config resolves it
 
     @property
     def batch_key(self) -> tuple | None:
         """Text-to-image requests with equal keys can share one pipeline call; edits never do."""
         if self.images or self.mask is not None:
             return None
-        return (self.width, self.height, self.num_inference_steps, self.guidance_scale, self.step_cache)
+        return (self.width, self.height, self.num_inference_steps, self.guidance_scale, self.step_cache, self.adapters)
 
     @property
     def shape_key(self) -> tuple[int, int, int]:
@@ -51,6 +52,18 @@ class EncodedImage:
     height: int
 
 
+@dataclass
+class AdapterStats:
+    """Cumulative counters for metrics."""
+
+    loads: int = 0  # adapters read from their source into device memory
+    hits: int = 0  # adapters asked for while resident
+    evictions: int = 0
+    load_failures: int = 0
+    load_s: float = 0.0
+    swap_s: float = 0.0  # copying weights into slots and setting scales
+
+
 @dataclass(frozen=True)
 class Timings:
     """Where a request's time went inside the model replica (seconds)."""
@@ -61,6 +74,7 @@ class Timings:
     step_s: float = 0.0  # generate_s / steps
     peak_vram_gb: float = 0.0
     batch_size: int = 1  # requests that shared the pipeline call
+    adapter_s: float = 0.0  # LoRA adapters loaded (when not resident) and switched in before the call
 
 
 @dataclass
@@ -108,6 +122,7 @@ class ModelInfo:
     default_guidance_scale: float
     compile: str
     device_jpeg: bool = False  # JPEG responses are encoded on the GPU
+    adapters: tuple[str, ...] = ()  # LoRA adapters requests can name
     warmup_s: float = 0.0
     load_s: float = 0.0
 

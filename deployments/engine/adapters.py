@@ -34,7 +34,6 @@ import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,123 +42,17 @@ from diffusers import DiffusionPipeline
 from peft import LoraConfig
 from peft.tuners.lora import LoraLayer
 from peft.utils.other import get_pattern_key
-from pydantic import Field, field_validator, model_validator
 from torch import nn
 
-from deployments.config import _Strict
+from deployments.config import PARAM, AdapterSettings, AdapterSpec
 from deployments.errors import InvalidRequest, NotFound
+from deployments.types import AdapterStats
 
 logger = logging.getLogger(__name__)
 
-PARAM = "lora"  # the request field errors point at
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 LOCAL_SOURCE = re.compile(r"^[/.~]|\.safetensors$")  # what no hub repo id looks like
 SLOT_PREFIX = "flux2_slot"
 _PREFIX = "transformer."  # diffusers' key prefix for the FLUX.2 transformer
-
-AdapterStack = tuple[tuple[str, float], ...]  # canonical: (name, scale) sorted by name, no zero scales
-
-
-class AdapterSpec(_Strict):
-    """One LoRA adapter that requests can name."""
-
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="the id requests send")
-    source: str = Field(min_length=1, description="hub repo id, local folder or .safetensors file")
-    weight_name: str | None = Field(
-        default=None, description="the .safetensors file in a hub repo or folder; default: the one diffusers picks"
-    )
-    revision: str | None = Field(default=None, description="hub revision")
-    scale: float = Field(default=1.0, allow_inf_nan=False, description="strength when a request gives none")
-
-    @field_validator("source", "weight_name")
-    @classmethod
-    def _no_pickle(cls, value: str | None) -> str | None:
-        if value is not None and value.lower().endswith(PICKLE_SUFFIXES):
-            raise ValueError(f"{value!r} is a pickle checkpoint, which runs code when loaded: use .safetensors")
-        return value
-
-
-class AdapterSettings(_Strict):
-    """The LoRA adapters a model serves and the limits on them."""
-
-    adapters: tuple[AdapterSpec, ...] = ()
-    max_loaded: int = Field(
-        default=4, ge=1, le=64, description="adapters kept in device memory; the least recently used is evicted"
-    )
-    max_rank: int = Field(
-        default=64,
-        ge=1,
-        le=512,
-        description="rank every slot is padded to; an adapter of higher rank is refused. A slot holds max_rank x "
-        "(in + out features) weights per linear layer of the transformer",
-    )
-    max_per_request: int = Field(
-        default=1,
-        ge=1,
-        le=8,
-        description="adapters one request can stack; each is a slot whose LoRA branch every request of the model "
-        "computes (zeros when unused), about 2 x max_rank / width of a linear layer's FLOPs per slot",
-    )
-    max_scale: float = Field(default=4.0, gt=0, description="the largest |scale| a request may give an adapter")
-
-    @model_validator(mode="after")
-    def _consistent(self) -> AdapterSettings:
-        names = [spec.name for spec in self.adapters]
-        if len(set(names)) != len(names):
-            raise ValueError(f"adapter names must be unique, got {names}")
-        if self.max_loaded < self.max_per_request:
-            raise ValueError("max_loaded must hold at least the max_per_request adapters of one request")
-        for spec in self.adapters:
-            if abs(spec.scale) > self.max_scale:
-                raise ValueError(f"adapter {spec.name!r}: scale {spec.scale} is over max_scale {self.max_scale}")
-        return self
-
-    def resolve(self, requested: Sequence[tuple[str, float | None]]) -> AdapterStack:
-        """The canonical stack of a request: known names, default scales filled in, zero scales dropped, sorted
-        by name (equal stacks give equal bytes and share a batch and a multiplexed replica)."""
-        if len(requested) > self.max_per_request:
-            raise InvalidRequest(
-                f"at most {self.max_per_request} LoRA adapter(s) per request on this model, got {len(requested)}",
-                param=PARAM,
-                code="too_many_adapters",
-            )
-        specs = {spec.name: spec for spec in self.adapters}
-        scales: dict[str, float] = {}
-        for name, scale in requested:
-            spec = specs.get(name)
-            if spec is None:
-                served = ", ".join(sorted(specs)) or "none"
-                raise NotFound(
-                    f"unknown LoRA adapter {name!r}; this model serves: {served}", param=PARAM, code="adapter_not_found"
-                )
-            if name in scales:
-                raise InvalidRequest(f"LoRA adapter {name!r} is named twice", param=PARAM, code="duplicate_adapter")
-            value = spec.scale if scale is None else float(scale)
-            if not math.isfinite(value) or abs(value) > self.max_scale:
-                raise InvalidRequest(
-                    f"scale {value} of LoRA adapter {name!r} is outside [-{self.max_scale}, {self.max_scale}]",
-                    param=PARAM,
-                    code="invalid_adapter_scale",
-                )
-            scales[name] = value
-        return tuple(sorted((name, value) for name, value in scales.items() if value != 0.0))
-
-
-def stack_id(stack: AdapterStack) -> str:
-    """A string naming a canonical stack ("" for none): the Ray Serve multiplexed model id."""
-    return "+".join(f"{name}:{scale:g}" for name, scale in stack)
-
-
-@dataclass
-class AdapterStats:
-    """Cumulative counters for metrics."""
-
-    loads: int = 0  # adapters read from their source into device memory
-    hits: int = 0  # adapters asked for while resident
-    evictions: int = 0
-    load_failures: int = 0
-    load_s: float = 0.0
-    swap_s: float = 0.0  # copying weights into slots and setting scales
 
 
 Weights = dict[str, tuple[torch.Tensor, torch.Tensor]]  # module -> (A (r, in), B (out, r) with alpha / r folded in)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from deployments.config import ModelConfig
+from deployments.engine.adapters import AdapterManager
 from deployments.engine.flux2 import call_pipeline, seed_generators
 from deployments.engine.load import LoadedPipeline, load_pipeline, resolve_device
 from deployments.engine.masking import run_masked_edit
@@ -35,10 +36,21 @@ TINY_DEFAULT_STEPS = 4
 class Flux2Engine:
     """Runs requests on one FLUX.2 pipeline."""
 
-    def __init__(self, loaded: LoadedPipeline, config: ModelConfig, *, compile_mode: str = "none", load_s: float = 0.0):
+    def __init__(
+        self,
+        loaded: LoadedPipeline,
+        config: ModelConfig,
+        *,
+        compile_mode: str = "none",
+        load_s: float = 0.0,
+        adapters: AdapterManager | None = None,
+    ):
+        """``adapters`` must have been made before fp8 and compilation; by default a manager is made here, which
+        is right only for a model without adapters (or one not yet optimised)."""
         self.pipeline = loaded.pipeline
         self.loaded = loaded
         self.config = config
+        self.adapters = adapters if adapters is not None else AdapterManager(loaded.pipeline, config.lora)
         self.memory = MemoryManager(loaded.device, config.vram_policy, config.vram_pressure_fraction)
         self.compile_mode = compile_mode
         self.load_s = load_s
@@ -66,6 +78,7 @@ class Flux2Engine:
         check_supported(config, resolve_device(config))  # fail before loading gigabytes, not after
         start = time.perf_counter()
         loaded = load_pipeline(config)
+        adapters = AdapterManager(loaded.pipeline, config.lora)  # its LoRA slots go in before fp8 and compile
         compile_mode = apply_optimizations(loaded.pipeline, config, loaded.device)
         load_s = time.perf_counter() - start
         logger.info(
@@ -76,7 +89,7 @@ class Flux2Engine:
             loaded.device,
             loaded.dtype,
         )
-        return cls(loaded, config, compile_mode=compile_mode, load_s=load_s)
+        return cls(loaded, config, compile_mode=compile_mode, load_s=load_s, adapters=adapters)
 
     @property
     def info(self) -> ModelInfo:
@@ -91,6 +104,7 @@ class Flux2Engine:
             default_guidance_scale=self.default_guidance_scale,
             compile=self.compile_mode,
             device_jpeg=self.config.device_jpeg,
+            adapters=tuple(spec.name for spec in self.config.lora.adapters),
             warmup_s=round(self.warmup_s, 3),
             load_s=round(self.load_s, 3),
         )
@@ -111,8 +125,10 @@ class Flux2Engine:
             self._check_shape(request)
         steps = first.num_inference_steps or self.default_steps
         guidance = first.guidance_scale if first.guidance_scale is not None else self.default_guidance_scale
+        started_at = time.time()
+        adapter_s = self.adapters.activate(first.adapters)  # same stack for every request of a batch
         self.memory.reset_peak()
-        started_at, start = time.time(), time.perf_counter()
+        start = time.perf_counter()
         try:
             with self.step_cache.scope(first.step_cache) as cached:
                 pixels = self.memory.run(lambda: self._run_pipeline(requests, steps, guidance, reporter))
@@ -131,6 +147,7 @@ class Flux2Engine:
             step_s=generate_s / steps,
             peak_vram_gb=self.memory.peak_bytes() / 2**30,
             batch_size=len(requests),
+            adapter_s=adapter_s,
         )
         results = []
         for request, images in zip(requests, per_request, strict=True):

@@ -141,6 +141,8 @@ def check_supported(loaded: LoadedPipeline, config: ModelConfig, options: Contex
     heads = loaded.pipeline.transformer.config.num_attention_heads
     if options.mode == "ulysses" and not options.any_length and heads % options.degree:
         raise ModelLoadError(f"ulysses degree {options.degree} does not divide the model's {heads} attention heads")
+    if config.lora.adapters:
+        raise ModelLoadError("LoRA adapters are untested with context parallelism; serve them on single-GPU replicas")
     if config.attention_backend in FA3_BACKENDS:
         raise ModelLoadError(f"attention_backend {config.attention_backend} does not run with context parallelism")
     if options.mode == "ring" and config.attention_backend not in RING_BACKENDS:

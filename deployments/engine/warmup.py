@@ -41,7 +41,8 @@ def warmup_request(shape: Shape, seed: int = 0) -> ImageRequest:
 def warm_up(engine: Flux2Engine, shapes: tuple[Shape, ...] | None = None) -> dict[str, float]:
     """Run each shape twice (compile, then a steady-state run) and record the times.
 
-    The second run asks for JPEG, so an engine that encodes on the GPU has its encoder set up too.
+    The second run asks for JPEG, so an engine that encodes on the GPU has its encoder set up too. A model with
+    LoRA adapters runs each shape once more with its adapter slots on, so no adapter request compiles.
     """
     shapes = engine.config.warmup_shapes if shapes is None else shapes
     times: dict[str, float] = {}
@@ -54,6 +55,11 @@ def warm_up(engine: Flux2Engine, shapes: tuple[Shape, ...] | None = None) -> dic
             t0 = time.perf_counter()
             engine.generate(dataclasses.replace(request, jpeg_quality=jpeg_quality))
             times[f"{key}:{attempt}"] = time.perf_counter() - t0
+        if engine.config.lora.adapters:  # the LoRA slots' graphs, which adapter requests run (empty: base output)
+            t0 = time.perf_counter()
+            with engine.adapters.warming():
+                engine.generate(request)
+            times[f"{key}:adapters"] = time.perf_counter() - t0
         logger.info("warmed %s: first %.2fs, second %.2fs", key, times[f"{key}:first"], times[f"{key}:second"])
     engine.warmup_s = time.perf_counter() - start
     return times

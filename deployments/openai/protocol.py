@@ -30,6 +30,15 @@ def _form_bool(value: Any, info: ValidationInfo) -> Any:
 StrictFormBool = Annotated[bool, BeforeValidator(_form_bool)]
 
 
+class LoraRef(BaseModel):
+    """One LoRA adapter of the request's model, by name, at a strength (default: the adapter's configured one)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str = Field(max_length=64)
+    scale: float | None = Field(default=None, allow_inf_nan=False)
+
+
 class ImageParams(BaseModel):
     """Fields shared by ``/v1/images/generations`` and ``/v1/images/edits``.
 
@@ -58,6 +67,12 @@ class ImageParams(BaseModel):
     num_inference_steps: int | None = Field(default=None, ge=1, description="default: the model's")
     guidance_scale: float | None = Field(default=None, ge=0.0, allow_inf_nan=False, description="default: the model's")
     step_cache: StrictFormBool | None = Field(default=None, description="false: run this request without step caching")
+    lora: list[LoraRef] | None = Field(
+        default=None,
+        max_length=8,
+        description="LoRA adapters to stack, beside one named in model as <model>/<adapter>; multipart: repeat "
+        "lora[][name] (and lora[][scale], one for every name)",
+    )
 
 
 class ImageGenerationRequest(ImageParams):
@@ -94,7 +109,22 @@ def parse_json_body(body: bytes) -> ImageGenerationRequest:
         raise _invalid(exc) from None
 
 
-def parse_form_fields(fields: dict[str, str]) -> ImageEditRequest:
+def form_lora(names: list[str], scales: list[str]) -> list[dict[str, str]]:
+    """``lora`` from multipart's ``lora[][name]`` / ``lora[][scale]`` fields, as the openai client flattens a list
+    of objects: the scales pair with the names by order, so there must be one for every name or none."""
+    if scales and len(scales) != len(names):
+        raise InvalidRequest(
+            f"{len(names)} lora[][name] but {len(scales)} lora[][scale] fields: give a scale for every adapter or "
+            "for none",
+            param="lora",
+            code="invalid_value",
+        )
+    if not scales:
+        return [{"name": name} for name in names]
+    return [{"name": name, "scale": scale} for name, scale in zip(names, scales, strict=True)]
+
+
+def parse_form_fields(fields: dict[str, Any]) -> ImageEditRequest:
     """An edit request from its multipart text fields (numbers and booleans arrive as text)."""
     try:
         return ImageEditRequest.model_validate(fields, strict=False)

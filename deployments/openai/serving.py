@@ -9,12 +9,13 @@ import base64
 import json
 import secrets
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from deployments.config import Limits, ModelConfig, weights_label
-from deployments.errors import InvalidRequest
+from deployments.config import AdapterStack, Limits, ModelConfig, stack_id, weights_label
+from deployments.errors import InvalidRequest, NotFound
 from deployments.openai.images import (
     auto_size,
     decode_image,
@@ -28,9 +29,11 @@ from deployments.openai.protocol import ImageParams, ModelLimits
 from deployments.types import EncodedImage, ImageRequest, ImageResult, PartialImage, StepProgress
 
 
-def model_card(model: ModelConfig, limits: Limits, described: dict[str, Any] | None) -> dict[str, Any]:
-    """A ``GET /v1/models`` entry: what the config says, then what a replica said of itself (when one has)."""
+def model_cards(model: ModelConfig, limits: Limits, described: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """``GET /v1/models`` entries of one model: its own, then one per LoRA adapter (``<model>/<adapter>``, with
+    the model as ``parent``). What the config says, then what a replica said of itself (when one has)."""
     weights = weights_label(model.source)
+    lora = model.lora
     card = {
         "id": model.served_name,
         "object": "model",
@@ -43,8 +46,18 @@ def model_card(model: ModelConfig, limits: Limits, described: dict[str, Any] | N
         "default_size": "{}x{}".format(*model.default_size),
         "warmup_shapes": [shape.model_dump() for shape in model.warmup_shapes],
         "limits": {key: getattr(limits, key) for key in ModelLimits.model_fields},
+        "lora": {
+            "adapters": [spec.name for spec in lora.adapters],
+            "max_per_request": lora.max_per_request,
+            "max_scale": lora.max_scale,
+        },
     }
-    return {**card, **(described or {}), "id": model.served_name}
+    base = {**card, **(described or {}), "id": model.served_name}
+    adapters = [
+        {**base, "id": f"{model.served_name}/{spec.name}", "parent": model.served_name, "adapter": spec.name}
+        for spec in lora.adapters
+    ]
+    return [base, *adapters]
 
 
 def check_params(params: ImageParams, limits: Limits) -> None:
@@ -86,13 +99,54 @@ def check_params(params: ImageParams, limits: Limits) -> None:
         raise InvalidRequest("partial_images needs stream=true", param="partial_images", code="invalid_value")
 
 
-def build_generation_request(params: ImageParams, limits: Limits, default_size: tuple[int, int]) -> ImageRequest:
+@dataclass(frozen=True)
+class Route:
+    """Where a request goes: a served model, and the LoRA stack to run it with."""
+
+    model: ModelConfig
+    adapters: AdapterStack = ()
+
+    @property
+    def multiplexed_id(self) -> str:
+        """Ray Serve's multiplexing key: requests with one stack go to a replica already holding it."""
+        return stack_id(self.adapters)
+
+
+def route(params: ImageParams, models: dict[str, ModelConfig], default: str) -> Route:
+    """The model a request names: a served id, or ``<id>/<adapter>`` (an adapter is a model, as the OpenAI API
+    sees it), plus the adapters of its ``lora`` field."""
+    name = params.model or default
+    adapter = None
+    if name not in models:
+        base, _, adapter = name.rpartition("/")
+        if base not in models or adapter not in {spec.name for spec in models[base].lora.adapters}:
+            raise NotFound(
+                f"The model '{name}' does not exist. Available: {sorted(model_ids(models))}",
+                param="model",
+                code="model_not_found",
+            )
+        name = base
+    requested = [(adapter, None)] if adapter else []
+    requested += [(ref.name, ref.scale) for ref in params.lora or ()]
+    return Route(models[name], models[name].lora.resolve(requested))
+
+
+def model_ids(models: dict[str, ModelConfig]) -> list[str]:
+    """Every id a request may send: each model, then each of its adapters as ``<model>/<adapter>``."""
+    return [
+        f"{name}{suffix}" for name, m in models.items() for suffix in ["", *(f"/{a.name}" for a in m.lora.adapters)]
+    ]
+
+
+def build_generation_request(params: ImageParams, limits: Limits, target: Route) -> ImageRequest:
     check_params(params, limits)
-    width, height = parse_size(params.size, limits) or default_size
-    return ImageRequest(width=width, height=height, **_request_fields(params))
+    width, height = parse_size(params.size, limits) or target.model.default_size
+    return ImageRequest(width=width, height=height, **_request_fields(params, target))
 
 
-def build_edit_request(params: ImageParams, images: list[bytes], mask: bytes | None, limits: Limits) -> ImageRequest:
+def build_edit_request(
+    params: ImageParams, images: list[bytes], mask: bytes | None, limits: Limits, target: Route
+) -> ImageRequest:
     check_params(params, limits)
     if not images:
         raise InvalidRequest(
@@ -109,10 +163,10 @@ def build_edit_request(params: ImageParams, images: list[bytes], mask: bytes | N
     first_h, first_w = arrays[0].shape[:2]
     decoded_mask = decode_mask(mask, limits, (first_w, first_h)) if mask is not None else None
     width, height = parse_size(params.size, limits) or auto_size(first_w, first_h, limits)
-    return ImageRequest(width=width, height=height, images=arrays, mask=decoded_mask, **_request_fields(params))
+    return ImageRequest(width=width, height=height, images=arrays, mask=decoded_mask, **_request_fields(params, target))
 
 
-def _request_fields(params: ImageParams) -> dict[str, Any]:
+def _request_fields(params: ImageParams, target: Route) -> dict[str, Any]:
     """What edits and generations pass on alike; a request without a seed gets a fresh one."""
     return {
         "prompt": params.prompt,
@@ -122,6 +176,7 @@ def _request_fields(params: ImageParams) -> dict[str, Any]:
         "guidance_scale": params.guidance_scale,
         "step_cache": params.step_cache,
         "jpeg_quality": output_quality(params.output_compression) if params.output_format == "jpeg" else None,
+        "adapters": target.adapters,
     }
 
 

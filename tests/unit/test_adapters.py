@@ -11,8 +11,8 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from deployments.config import ModelConfig
-from deployments.engine.adapters import AdapterManager, AdapterSettings, AdapterSpec, stack_id
+from deployments.config import AdapterSettings, AdapterSpec, ModelConfig, stack_id
+from deployments.engine.adapters import AdapterManager
 from deployments.engine.fp8 import Fp8Linear, swap_linears
 from deployments.engine.optimize import apply_optimizations
 from deployments.engine.synthetic.tiny import build_tiny_klein
