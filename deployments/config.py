@@ -111,7 +111,9 @@ class AdapterSpec(_Strict):
 class AdapterSettings(_Strict):
     """The LoRA adapters a model serves and the limits on them."""
 
-    adapters: tuple[AdapterSpec, ...] = ()
+    adapters: tuple[AdapterSpec, ...] = Field(
+        default=(), description="adapters by name; each is a model <model>/<name> to the OpenAI API"
+    )
     max_loaded: int = Field(
         default=4, ge=1, le=64, description="adapters kept in device memory; the least recently used is evicted"
     )
