@@ -36,6 +36,7 @@ function responseMeta(response) {
     model: h.get("x-model"),
     weights: h.get("x-model-weights"),
     seed: h.get("x-seed"),
+    lora: h.get("x-lora"),
     steps: h.get("x-num-inference-steps"),
     generateMs: h.get("x-generate-ms"),
     totalMs: h.get("x-total-ms"),
@@ -67,7 +68,16 @@ export function buildRequest(fields, refs, mask, apiKey) {
     };
   }
   const form = new FormData();
-  for (const [key, value] of Object.entries(fields)) form.append(key, String(value));
+  for (const [key, value] of Object.entries(fields)) {
+    // A list of objects (lora) as the openai client flattens it: key[][field], repeated in the list's order.
+    if (Array.isArray(value)) {
+      for (const item of value) {
+        for (const [field, v] of Object.entries(item)) form.append(`${key}[][${field}]`, String(v));
+      }
+    } else {
+      form.append(key, String(value));
+    }
+  }
   for (const file of refs) form.append("image[]", file, file.name);
   if (mask) form.append("mask", mask, mask.name);
   const init = { method: "POST", headers: authHeaders(apiKey), body: form };

@@ -1,6 +1,7 @@
-// The playground: the form, reference images and their mask, progress, results and this page's history.
+// The playground: the form, reference images and their mask, LoRA adapters, progress, results and this page's history.
 
 import { ApiError, buildRequest, listModels, requestImages, requestImagesStream } from "./api.js";
+import { LoraPicker, stackLabel } from "./lora.js";
 import { MaskPainter } from "./mask.js";
 
 const $ = (id) => document.getElementById(id);
@@ -16,7 +17,7 @@ const KEY_STORAGE = "flux2-playground.api-key";
 
 const state = {
   apiKey: sessionStorage.getItem(KEY_STORAGE) || "",
-  models: new Map(), // id -> card of GET /v1/models
+  models: new Map(), // id -> card of GET /v1/models, base models only (an adapter's card is picked as a LoRA)
   refs: [], // {file, url}
   maskRef: null, // the reference the mask painter shows
   maskReady: Promise.resolve(),
@@ -25,7 +26,7 @@ const state = {
   started: 0,
   previewUrl: null,
   beforeUrl: null,
-  history: [], // results, newest first: {url, blob, name, format, prompt, seed, size, ...timings, beforeFile}
+  history: [], // results, newest first: {url, blob, name, format, prompt, seed, size, lora, ...timings, beforeFile}
   current: null, // the history entry on show
 };
 
@@ -36,6 +37,13 @@ const painter = new MaskPainter({
   sizeInput: $("brush-size"),
   sizeOutput: $("brush-size-value"),
   onChange: showMaskState,
+});
+
+const lora = new LoraPicker({
+  section: $("lora-section"),
+  rows: $("lora-rows"),
+  add: $("lora-add"),
+  hint: $("lora-hint"),
 });
 
 // ---------------------------------------------------------------- models, limits and the demo banner
@@ -139,6 +147,7 @@ function onModelChange() {
   }
   renderSizes(model);
   applyLimits(model ? model.limits : null);
+  lora.setModel(model);
   updateBanner(model ? model.weights : null, model ? model.id : "");
 }
 
@@ -146,7 +155,7 @@ async function loadModels() {
   const status = $("service-status");
   const select = $("model");
   try {
-    const entries = await listModels(state.apiKey);
+    const entries = (await listModels(state.apiKey)).filter((entry) => entry.parent == null);
     $("auth-form").hidden = true;
     select.replaceChildren();
     for (const entry of entries) {
@@ -355,6 +364,8 @@ function setupDropzone() {
 function formParams() {
   const params = { prompt: $("prompt").value, output_format: $("output-format").value };
   if ($("model").value) params.model = $("model").value;
+  const stack = lora.stack();
+  if (stack.length) params.lora = stack;
   const size = $("size").value;
   params.size = size === "custom" ? `${$("width").value.trim()}x${$("height").value.trim()}` : size;
   const optional = [["n", "n"], ["steps", "num_inference_steps"], ["seed", "seed"], ["guidance", "guidance_scale"]];
@@ -474,7 +485,7 @@ function formatMs(ms) {
 }
 
 /** One history entry per image of the outcome; image i was made with seed + i. */
-function addResults(outcome, prompt, beforeFile, roundTripMs) {
+function addResults(outcome, params, beforeFile, roundTripMs) {
   const format = FORMATS[outcome.format] || FORMATS.png;
   const { images, ...meta } = outcome;
   const entries = images.map((b64, i) => {
@@ -487,7 +498,9 @@ function addResults(outcome, prompt, beforeFile, roundTripMs) {
       name: `flux2-${seed || "image"}.${format.ext}`,
       format,
       seed,
-      prompt,
+      prompt: params.prompt,
+      // The server's name for the stack; a stream has no headers, so then the page's own name for what it sent.
+      lora: meta.lora ?? stackLabel(params.lora || []),
       beforeFile,
       roundTripMs,
     };
@@ -517,6 +530,12 @@ function renderHistory() {
     seed.className = "seed";
     seed.textContent = entry.seed == null ? entry.size || "" : `seed ${entry.seed}`;
     button.append(img, prompt, seed);
+    if (entry.lora) {
+      const stack = document.createElement("span");
+      stack.className = "lora";
+      stack.textContent = entry.lora;
+      button.append(stack);
+    }
     button.addEventListener("click", () => showEntry(entry));
     item.append(button);
     list.append(item);
@@ -541,6 +560,7 @@ async function showEntry(entry) {
   addMeta(meta, "Seed", entry.seed);
   addMeta(meta, "Steps", entry.steps);
   addMeta(meta, "Model", entry.model);
+  addMeta(meta, "LoRA", entry.lora);
   addMeta(meta, "Generate", formatMs(entry.generateMs));
   addMeta(meta, "Denoising", formatMs(entry.denoiseMs));
   addMeta(meta, "Round trip", formatMs(entry.roundTripMs));
@@ -604,7 +624,7 @@ async function submit(event) {
     const outcome = streaming
       ? await requestImagesStream(request, state.controller.signal, { onPartial: showPartial, onProgress: setStepProgress })
       : await requestImages(request, state.controller.signal);
-    const entry = addResults(outcome, params.prompt, refs[0] || null, performance.now() - state.started);
+    const entry = addResults(outcome, params, refs[0] || null, performance.now() - state.started);
     await showEntry(entry);
     $("announce").textContent = `Image ready: ${entry.size || ""}, seed ${entry.seed || "unknown"}.`;
   } catch (err) {
