@@ -99,11 +99,24 @@ def submit_and_wait(page: Page, button: str) -> dict[str, Any]:
     return page.evaluate("window.__progress")
 
 
+def newest_result(page: Page, text: str) -> None:
+    """Wait until the newest of this page's results says ``text`` (its seed, its LoRA stack), with no error shown."""
+    expect(page.locator("#error")).to_be_empty()
+    newest = page.get_by_role("navigation", name="This page's results").get_by_role("button").first
+    expect(newest).to_contain_text(text, timeout=RESULT_TIMEOUT_MS)
+
+
 def natural_size(page: Page) -> tuple[int, int]:
     width, height = page.get_by_role("img", name="Generated image").evaluate(
         "img => [img.naturalWidth, img.naturalHeight]"
     )
     return width, height
+
+
+def shown_meta(page: Page) -> dict[str, str]:
+    """The result's details as the page lists them, {name: value}."""
+    meta = page.locator("#meta")
+    return dict(zip(meta.locator("dt").all_inner_texts(), meta.locator("dd").all_inner_texts(), strict=True))
 
 
 def shown_result(page: Page) -> bytes:
@@ -124,17 +137,20 @@ def pixels(data: bytes, mode: str = "RGB") -> np.ndarray:
         return np.asarray(image.convert(mode))
 
 
-def capture_posts(page: Page, path: str) -> list[dict[str, list[bytes]]]:
-    """The multipart bodies the page posts to ``path``, as {field: [values]}, as they go on the wire.
+def capture_posts(page: Page, path: str) -> list[dict[str, Any]]:
+    """The bodies the page posts to ``path`` as they go on the wire: multipart as {field: [values]}, JSON parsed.
 
     Playwright's request event leaves out bodies built from blobs; an intercepting route sees those held in
     memory (not files the page read from disk: upload those as bytes), then lets the request through."""
-    posts: list[dict[str, list[bytes]]] = []
+    posts: list[dict[str, Any]] = []
 
     def record(route: Route) -> None:
         request = route.request
-        boundary = request.headers["content-type"].split("boundary=", 1)[1]
-        posts.append(multipart_fields(request.post_data_buffer or b"", boundary))
+        content_type = request.headers["content-type"]
+        if content_type.startswith("application/json"):
+            posts.append(request.post_data_json)
+        else:
+            posts.append(multipart_fields(request.post_data_buffer or b"", content_type.split("boundary=", 1)[1]))
         route.continue_()
 
     page.route(f"**{path}", record)

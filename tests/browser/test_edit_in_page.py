@@ -23,6 +23,7 @@ from tests.browser.pages import (
     expect,
     gradient_png,
     natural_size,
+    newest_result,
     open_playground,
     pixels,
     shown_result,
@@ -127,9 +128,7 @@ def edit(page: Page, prompt: str, seed: int) -> bytes:
     page.get_by_label("Steps").fill("4")
     page.get_by_label("Seed").fill(str(seed))
     submit_and_wait(page, "Edit")
-    expect(page.locator("#error")).to_be_empty()
-    newest = page.get_by_role("navigation", name="This page's results").get_by_role("button").first
-    expect(newest).to_contain_text(f"seed {seed}", timeout=RESULT_TIMEOUT_MS)
+    newest_result(page, f"seed {seed}")
     assert natural_size(page) == (WIDTH, HEIGHT)
     return shown_result(page)
 

@@ -27,6 +27,7 @@ from tests.browser.pages import (
     natural_size,
     open_playground,
     require_browser_tooling,
+    shown_meta,
     submit_and_wait,
 )
 from tests.helpers import API_KEYS
@@ -80,7 +81,7 @@ def test_edit_download_and_error(page: Page, base_url: str, tmp_path: Path) -> N
     expect(meta).to_contain_text("128x96")
     expect(meta).to_contain_text("7")
     # Issue 15: a streamed result showed "Generate 0 ms". Its time now comes from the progress events.
-    timings = dict(zip(meta.locator("dt").all_inner_texts(), meta.locator("dd").all_inner_texts(), strict=True))
+    timings = shown_meta(page)
     assert "Generate" not in timings, timings  # a stream carries no x-generate-ms header
     assert timings["Denoising"].endswith((" ms", " s")) and float(timings["Denoising"].split()[0]) > 0, timings
     assert float(timings["Round trip"].split()[0]) > 0, timings
