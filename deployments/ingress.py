@@ -477,7 +477,12 @@ class ImagesIngress:
                 if not isinstance(event, ImageResult):
                     events.cancel()  # the client left or an error ended the stream: stop the run
 
-        headers = {"x-model": name, "x-seed": str(image_request.seed), "cache-control": "no-store"}
+        headers = {
+            "x-model": name,
+            "x-seed": str(image_request.seed),
+            "x-lora": target.multiplexed_id,
+            "cache-control": "no-store",
+        }
         return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
 
     def _describe_in_background(self) -> None:
