@@ -110,7 +110,7 @@ def test_queue_header_counts_the_wait_in_serves_queue(tight_url: str) -> None:
     other = min(responses, key=lambda r: float(r.headers["x-queue-ms"]))
     assert float(waited.headers["x-queue-ms"]) >= 0.5 * float(other.headers["x-generate-ms"])
     stages = dict(part.split(";dur=") for part in waited.headers["server-timing"].split(", "))
-    assert set(stages) == {"parse", "queue", "generate", "handle", "encode"}
+    assert set(stages) == {"parse", "queue", "adapter", "generate", "handle", "encode"}
     assert float(stages["queue"]) <= float(waited.headers["x-queue-ms"]) <= float(waited.headers["x-total-ms"])
 
 

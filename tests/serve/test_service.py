@@ -25,7 +25,7 @@ def test_edit_with_single_image_field(client: httpx.Client) -> None:
     assert response.headers["x-model-weights"] == "random-tiny"
     assert float(response.headers["x-total-ms"]) >= float(response.headers["x-generate-ms"]) > 0
     stages = dict(part.split(";dur=") for part in response.headers["server-timing"].split(", "))
-    assert list(stages) == ["parse", "queue", "generate", "handle", "encode"]
+    assert list(stages) == ["parse", "queue", "adapter", "generate", "handle", "encode"]
     durations = {key: float(value) for key, value in stages.items()}
     assert durations["generate"] == float(response.headers["x-generate-ms"])
     assert durations["parse"] > 0 and durations["encode"] > 0 and durations["handle"] > 0

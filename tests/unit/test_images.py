@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deployments.config import Limits
+from deployments.config import Limits, ModelConfig
 from deployments.errors import InvalidRequest, TooLarge
 from deployments.openai import images
 from deployments.openai.images import auto_size, decode_image, decode_mask, encode_image, parse_size
 from deployments.openai.protocol import ImageParams
-from deployments.openai.serving import build_generation_request, images_response, stream_payloads
+from deployments.openai.serving import Route, build_generation_request, images_response, stream_payloads
 from deployments.types import EncodedImage, ImageResult
 
 LIMITS = Limits()
@@ -186,7 +186,7 @@ def test_gpu_encoded_files_pass_through_the_response_untouched() -> None:
 @pytest.mark.parametrize("fmt,compression,quality", [("jpeg", None, 95), ("jpeg", 30, 70), ("png", None, None)])
 def test_requests_ask_for_jpeg_quality_only_when_jpeg_is_wanted(fmt: str, compression: int | None, quality) -> None:
     params = ImageParams(prompt="p", output_format=fmt, output_compression=compression)
-    request = build_generation_request(params, Limits(), (64, 64))
+    request = build_generation_request(params, Limits(), Route(ModelConfig(default_size=(64, 64))))
     assert request.jpeg_quality == quality
 
 
