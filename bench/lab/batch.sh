@@ -35,6 +35,7 @@ declare -A CASES=(
   [ready-dev]="dev replica ready time, cold vs warm compile cache"
   [mixed-klein4b]="200 mixed back-to-back requests on klein-4B"
   [mixed-dev]="50 mixed back-to-back requests on dev"
+  [adapters-klein4b]="klein-4B LoRA (rank 16 and 64): first load, switches, step ms, recompiles, bf16 and fp8"
   [eval-masks]="masked edits on random klein-4B and dev (docs/evaluation.md)"
 )
 
@@ -138,6 +139,10 @@ case $1 in
       --warmup 1024x1024+0,1024x1024+1,768x1344+0,512x512+0
     ;;
   mixed-dev) run mixed-dev mixed --source random-dev --cache /tmp/ccmd --requests 50 --steps 8 --budget 580 ;;
+  adapters-klein4b)
+    run adapters-klein4b adapters --source random-klein-4b --quantization fp8 --rank 16,64 --n 10 --budget 380 \
+      --option compile_cache_dir=/tmp/cca,$NO_VAE_TE
+    ;;
   eval-masks)  # eval writes a folder, not one JSON: its own command line
     for model in random-klein-4b random-dev; do
       python3 -m bench eval --model $model --out "$OUT/eval-$model" --steps 4 --size 1024 \

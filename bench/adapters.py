@@ -1,0 +1,263 @@
+"""LoRA adapters through the engine's own path: first load, switch times, step cost, recompiles, fp8 deviation.
+
+    python -m bench adapters --source random-klein-4b --quantization fp8 --rank 16,64 --json out.json
+
+The engine is ``Flux2Engine.from_config`` with two configured adapters, ``a`` and ``b`` of the two ``--rank`` s,
+then ``warm_up`` on the request's shape (so its LoRA slots, padded to the larger rank, are compiled both on and
+off). The adapters are random, on every linear layer of the transformer (the most a LoRA can cover), saved in a
+temp folder as PEFT-trained ones are published: diffusers' ``save_lora_weights`` with PEFT's ``LoraConfig`` as
+metadata. The engine reads them on first use. Each engine (bf16, then with ``--quantization fp8`` an fp8 one on
+the same random weights) writes its sections to the JSON as they finish:
+
+build       from_config and warm-up seconds, the slots' and the whole model's VRAM
+first_load  each adapter read and switched in on first use (its file is in the page cache: written just before)
+steps       ``--n`` text-to-image requests without an adapter, then with ``b``: e2e, transformer step ms, peak VRAM
+switches    every kind of switch, ``--rounds`` times each, synchronised: a->b, b->a, to none, from none
+recompiles  dynamo graphs compiled after warm-up (target 0) and the engine's count of unwarmed shapes
+
+``deviation`` compares the images of seed 0: fp8 vs bf16, each with ``b`` and without, and what ``b`` changes.
+An engine that would not fit in what is left of ``--budget`` is skipped, and the JSON says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.cli import parse_overrides, suite_parser
+from bench.common import Deadline, Results, StepTimer, compare, cuda_ok, free_cuda, gib, log, make_request, sync
+from bench.engine import peak_vram_gib, timed_series
+from bench.options import deviation
+from deployments.config import AdapterSettings, AdapterSpec, ModelConfig, Shape
+from deployments.types import ImageRequest
+
+ADAPTERS = ("a", "b")  # one per --rank; the steps run with b
+# (label, adapter switched to), run in this order from a: every kind of switch once a round
+SWITCHES = (
+    ("a->b", "b"),
+    ("b->a", "a"),
+    ("a->none", None),
+    ("none->a, slot kept a: slots enabled only", "a"),
+    ("a->none", None),
+    ("none->b, slot held a: rewritten and enabled", "b"),
+    ("b->a", "a"),
+)
+
+
+def ranks(text: str) -> tuple[int, int]:
+    """``16,64`` -> (16, 64): the ranks of adapters a and b."""
+    values = tuple(int(part) for part in text.split(",") if part.strip())
+    if len(values) != 2 or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected two positive ranks, e.g. 16,64; got {text!r}")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = suite_parser("adapters", __doc__)
+    parser.add_argument("--source", required=True, help="random-klein-4b | random-klein-9b | random-dev | tiny-klein")
+    parser.add_argument("--quantization", choices=["fp8"], default=None, help="an fp8 engine after the bf16 one")
+    parser.add_argument("--rank", type=ranks, default=(16, 64), help="ranks of adapters a and b (default 16,64)")
+    parser.add_argument("--size", type=int, default=1024, help="text-to-image side")
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--n", type=int, default=5, help="timed requests per step series")
+    parser.add_argument("--rounds", type=int, default=5, help="times each kind of switch is timed")
+    parser.add_argument("--option", default="", help="ModelConfig overrides for both engines, key=value,...")
+    parser.add_argument("--budget", type=float, default=560.0, help="seconds this command may take")
+    parser.add_argument("--engine-s", type=float, default=120.0, help="seconds one engine takes, about (cold compile)")
+    parser.add_argument("--json", required=True, help="where the figures go (written after every section)")
+    return parser
+
+
+def write_adapter(transformer: torch.nn.Module, pipeline_class: type, folder: Path, rank: int, seed: int) -> Path:
+    """A random rank-``rank`` adapter on every LoRA slot layer of ``transformer`` (its linears), saved with
+    diffusers' keys and PEFT's LoraConfig (alpha = rank: scale 1). B is small, as trained adapters' are: the
+    rank-64 one moved klein-4B's image by rel. L2 0.069 (docs/benchmarks.md)."""
+    from peft import LoraConfig
+    from peft.tuners.lora import LoraLayer
+
+    generator = torch.Generator(next(transformer.parameters()).device).manual_seed(seed)
+    layers = {name: module for name, module in transformer.named_modules() if isinstance(module, LoraLayer)}
+    weights = {}
+    for name, layer in layers.items():
+        down = torch.randn(rank, layer.in_features, generator=generator, device=generator.device)
+        up = torch.randn(layer.out_features, rank, generator=generator, device=generator.device)
+        weights[f"{name}.lora_A.weight"] = (down / layer.in_features**0.5).to(torch.bfloat16).cpu()
+        weights[f"{name}.lora_B.weight"] = (up * 0.02 / rank**0.5).to(torch.bfloat16).cpu()
+    config = LoraConfig(r=rank, lora_alpha=rank, target_modules=sorted(layers))
+    pipeline_class.save_lora_weights(
+        folder, transformer_lora_layers=weights, transformer_lora_adapter_metadata=config.to_dict()
+    )
+    return folder
+
+
+def switched_ms(engine: Any, adapter: str | None) -> float:
+    """Milliseconds to make ``adapter`` (None: no adapter) the engine's next stack, its copies finished."""
+    sync()
+    start = time.perf_counter()
+    engine.adapters.activate(((adapter, 1.0),) if adapter else ())
+    sync()
+    return (time.perf_counter() - start) * 1e3
+
+
+def compiled_graphs() -> int:
+    return torch._dynamo.utils.counters["stats"]["unique_graphs"]
+
+
+def request(args: argparse.Namespace, adapter: str | None, seed: int = 0) -> ImageRequest:
+    plain = make_request(args.size, args.size, 0, args.steps, seed=seed)
+    return dataclasses.replace(plain, adapters=((adapter, 1.0),) if adapter else ())
+
+
+def measure_engine(
+    args: argparse.Namespace, res: Results, label: str, config: ModelConfig, folders: dict[str, Path]
+) -> dict[str, np.ndarray]:
+    """One engine's sections, written to ``res`` as ``label:section``; returns its images of seed 0, without an
+    adapter (``none``) and with ``b``."""
+    from deployments.engine import Flux2Engine, warm_up
+    from deployments.engine.adapters import SLOT_PREFIX
+
+    ranks = dict(zip(ADAPTERS, args.rank, strict=True))
+    before = torch.cuda.memory_allocated() if cuda_ok() else 0  # what an earlier engine left, if anything
+    if cuda_ok():
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    engine = Flux2Engine.from_config(config)
+    built = time.perf_counter()
+    transformer = engine.pipeline.transformer
+    for seed, (name, folder) in enumerate(folders.items(), start=1):  # read on first use: the first engine writes
+        if not folder.exists():
+            write_adapter(transformer, type(engine.pipeline), folder, ranks[name], seed)
+    written, graphs = time.perf_counter(), compiled_graphs()
+    warmup_s = warm_up(engine)
+    sync()
+    slots = sum(p.numel() * p.element_size() for n, p in transformer.named_parameters() if SLOT_PREFIX in n)
+    res[f"{label}:build"] = {
+        "from_config_s": round(built - start, 2),
+        "warmup_s": round(time.perf_counter() - written, 2),
+        "warmup_detail_s": {key: round(value, 3) for key, value in warmup_s.items()},
+        "graphs_compiled_in_warmup": compiled_graphs() - graphs,  # > 0 with compile: the counter counts
+        "vram_before_gib": gib(before),
+        "slots_gib": gib(slots),
+        "vram_allocated_gib": gib(torch.cuda.memory_allocated()) if cuda_ok() else 0.0,
+        "peak_vram_gib": peak_vram_gib(),
+    }
+    graphs = compiled_graphs()
+    images = {"none": engine.generate(request(args, None)).images[0]}  # before any adapter was read
+
+    allocated = torch.cuda.memory_allocated() if cuda_ok() else 0
+    first_load = {}
+    for name in ADAPTERS:
+        read_before = engine.adapters.stats.load_s
+        first_load[name] = {
+            "rank": ranks[name],
+            "file_mib": round(sum(f.stat().st_size for f in folders[name].iterdir()) / 2**20, 1),
+            "ms": round(switched_ms(engine, name), 1),
+            "read_ms": round((engine.adapters.stats.load_s - read_before) * 1e3, 1),
+        }
+    resident = (torch.cuda.memory_allocated() - allocated) if cuda_ok() else 0
+    res[f"{label}:first_load"] = {**first_load, "resident_gib": gib(resident)}
+
+    timer = StepTimer(transformer)
+    steps = {}
+    for adapter in (None, "b"):
+        series = timed_series(engine.generate, lambda i, a=adapter: request(args, a, i), args.n, timer)
+        steps[adapter or "none"] = series
+        res[f"{label}:steps"] = steps
+    timer.remove()
+
+    switches: dict[str, list[float]] = {}
+    switched_ms(engine, "a")
+    for _ in range(args.rounds):
+        for switch, adapter in SWITCHES:
+            switches.setdefault(switch, []).append(switched_ms(engine, adapter))
+    res[f"{label}:switches"] = {switch: round(statistics.median(ms), 3) for switch, ms in switches.items()} | {
+        "unit": f"ms, median of {args.rounds} (a->none, b->a: of {2 * args.rounds})"
+    }
+
+    images["b"] = engine.generate(request(args, "b")).images[0]
+    engine.generate(request(args, "a"))  # each stack's graph has run after the switches
+    res[f"{label}:recompiles"] = {
+        "graphs_compiled_after_warmup": compiled_graphs() - graphs,
+        "unwarmed_compiles": engine.unwarmed_compiles,
+        "none_after_adapters_is_base_bytes": bool(
+            np.array_equal(engine.generate(request(args, None)).images[0], images["none"])
+        ),
+        "adapter_stats": dataclasses.asdict(engine.adapters.stats),
+    }
+    return images
+
+
+def deviation_of(images: dict[str, dict[str, np.ndarray]]) -> dict[str, Any]:
+    """How far fp8 moves the images with adapter b and without, beside how far b itself moves them."""
+    bf16, fp8 = images["bf16"], images["fp8"]
+    delta = {
+        label: torch.from_numpy(run["b"].astype(np.float32) - run["none"].astype(np.float32))
+        for label, run in images.items()
+    }
+    return {
+        "fp8+b vs bf16+b": deviation(fp8["b"], bf16["b"]),
+        "fp8 vs bf16, no adapter": deviation(fp8["none"], bf16["none"]),
+        "bf16+b vs bf16 (what b changes)": deviation(bf16["b"], bf16["none"]),
+        "b's change, fp8 vs bf16": compare(delta["fp8"], delta["bf16"]),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    import diffusers
+    import peft
+
+    res, deadline = Results(args.json), Deadline(args.budget)
+    res["env"] = {
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "peft": peft.__version__,
+        "gpu": torch.cuda.get_device_name() if cuda_ok() else "none",
+        "argv": sys.argv,
+    }
+    images: dict[str, dict[str, np.ndarray]] = {}
+    with tempfile.TemporaryDirectory(prefix="flux2-adapters-") as folder:
+        folders = {name: Path(folder) / name for name in ADAPTERS}
+        lora = AdapterSettings(
+            adapters=[AdapterSpec(name=name, source=str(path)) for name, path in folders.items()],
+            max_rank=max(args.rank),
+            max_loaded=len(ADAPTERS),
+        )
+        shape = Shape(width=args.size, height=args.size, references=0)
+        res["settings"] = {
+            "source": args.source,
+            "size": args.size,
+            "steps": args.steps,
+            "ranks": dict(zip(ADAPTERS, args.rank, strict=True)),
+            "lora": lora.model_dump(exclude={"adapters"}),
+            "option": args.option,
+            "adapters_cover": "every linear layer of the transformer",
+        }
+        for label, quantization in [("bf16", "none"), *([("fp8", "fp8")] if args.quantization else [])]:
+            if not deadline.allows(args.engine_s):
+                res[f"skipped:{label}"] = f"not enough time left ({deadline.left():.0f}s < {args.engine_s:.0f}s)"
+                continue
+            log(f"== {label} ({deadline.left():.0f}s left)")
+            overrides = {"warmup_shapes": (shape,), **parse_overrides(args.option), "quantization": quantization}
+            config = ModelConfig(source=args.source, lora=lora, **overrides)
+            try:
+                images[label] = measure_engine(args, res, label, config, folders)
+            except Exception as exc:  # one engine failing must not lose the other's figures
+                traceback.print_exc()
+                res[f"error:{label}"] = repr(exc)[:1000]
+            torch._dynamo.reset()  # the next engine compiles its own graphs; this one's go with its weights
+            free_cuda()
+    if len(images) == 2:
+        res["deviation"] = deviation_of(images)
+    res["elapsed_s"] = round(args.budget - deadline.left(), 1)
+    log("done")
