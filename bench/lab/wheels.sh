@@ -10,7 +10,7 @@ mkdir -p .whl
 version() { python3 -c "import importlib.metadata as m; print(m.version('$1'))"; }
 
 packages=(
-  ray diffusers importlib-metadata
+  ray diffusers peft importlib-metadata
   fastapi starlette uvicorn python-multipart annotated-doc
   pydantic pydantic-core annotated-types typing-inspection
   jsonschema jsonschema-specifications referencing rpds-py
