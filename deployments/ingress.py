@@ -315,7 +315,7 @@ class ImagesIngress:
         Asking the replicas themselves would queue behind generations when they are busy, and a busy
         service is not an unready one.
         """
-        running = await self.replicas.refresh()
+        running = {name: count or 0 for name, count in (await self.replicas.refresh()).items()}
         ready = all(running.values())
         body = {
             "status": "ready" if ready else "not_ready",

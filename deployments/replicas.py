@@ -21,17 +21,20 @@ class ReplicaWatch:
         self.deployments = deployments
         self.max_age_s = max_age_s
         self.poll_s = poll_s
-        self._running: dict[str, int] = {}
+        self._running: dict[str, int | None] = {}
         self._read_at = -float("inf")
         self._lock = asyncio.Lock()
         self._refreshing: asyncio.Task | None = None
 
-    def _read(self) -> dict[str, int]:
-        application = serve.status().applications[serve.get_replica_context().app_name]
-        states = {name: status.replica_states for name, status in application.deployments.items()}
-        return {name: states.get(deployment, {}).get("RUNNING", 0) for name, deployment in self.deployments.items()}
+    def _read(self) -> dict[str, int | None]:
+        application = serve.status().applications.get(serve.get_replica_context().app_name)
+        listed = application.deployments if application else {}
+        return {
+            name: listed[deployment].replica_states.get("RUNNING", 0) if deployment in listed else None
+            for name, deployment in self.deployments.items()
+        }
 
-    async def refresh(self) -> dict[str, int]:
+    async def refresh(self) -> dict[str, int | None]:
         """Ask the controller now (one request at a time; callers that waited share its answer)."""
         async with self._lock:
             if time.monotonic() - self._read_at > self.poll_s:
@@ -39,21 +42,23 @@ class ReplicaWatch:
                 self._read_at = time.monotonic()
         return dict(self._running)
 
-    async def running(self, name: str) -> int:
-        """The count, refreshed in the background when stale: a request never waits for the controller
-        unless the count it would act on is zero."""
+    async def running(self, name: str) -> int | None:
+        """Running replicas of ``name``, or None while Serve lists no such deployment (an application being
+        redeployed, whose old replicas may still serve). A stale count is refreshed in the background: a
+        request waits for the controller only when the count it would act on is zero or was never read."""
         stale = time.monotonic() - self._read_at > self.max_age_s
-        if stale and self._running.get(name, 0):
+        if stale and name in self._running and self._running[name] != 0:
             if self._refreshing is None or self._refreshing.done():
                 self._refreshing = asyncio.create_task(self.refresh())
         elif stale:
             await self.refresh()
-        return self._running.get(name, 0)
+        return self._running.get(name)
 
     async def wait_for_running(self, name: str, timeout_s: float) -> bool:
-        """Whether ``name`` has a running replica, waiting up to ``timeout_s`` for one to come up."""
+        """False when ``name`` has no running replica within ``timeout_s``. A deployment Serve does not list is
+        left to Serve's own routing (True)."""
         deadline = time.monotonic() + timeout_s
-        while not await self.running(name):
+        while await self.running(name) == 0:
             if time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(self.poll_s)
