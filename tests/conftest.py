@@ -24,14 +24,15 @@ def one_torch_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[dict[str, int]]:
-    """One local Ray for the whole run; 4 fake GPUs so num_gpus=1 replicas schedule on a CPU machine."""
+    """One local Ray for the whole run. 8 fake GPUs, so the num_gpus=1 replicas of every app the suites start
+    (the context-parallel one takes 2, the autoscaled one up to 3) schedule on a CPU machine."""
     import ray
     from ray import serve
 
     ports = {"http": free_port(), "metrics": free_port()}
     ray.init(
         num_cpus=4,
-        num_gpus=4,
+        num_gpus=8,
         include_dashboard=False,
         log_to_driver=False,
         _metrics_export_port=ports["metrics"],
