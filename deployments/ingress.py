@@ -94,17 +94,20 @@ def status_of(err: Flux2Error) -> int:
     return next((status for cls, status in STATUS if isinstance(err, cls)), 500)
 
 
+def error_body(err: Flux2Error) -> dict[str, Any]:
+    """The OpenAI error object: the one shape of every error, answered or streamed."""
+    kind = "invalid_request_error" if status_of(err) < 500 else "server_error"
+    return {"message": err.message, "type": kind, "param": err.param, "code": err.code}
+
+
 def error_response(err: Flux2Error) -> JSONResponse:
-    """The OpenAI error shape, with the headers the error's meaning calls for."""
-    status = status_of(err)
-    kind = "invalid_request_error" if status < 500 else "server_error"
-    body = {"error": {"message": err.message, "type": kind, "param": err.param, "code": err.code}}
+    """The error object with the status and the headers the error's meaning calls for."""
     headers = {}
     if isinstance(err, Retryable):
         headers["Retry-After"] = str(max(1, math.ceil(err.retry_after_s)))
     if isinstance(err, Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse({"error": error_body(err)}, status_code=status_of(err), headers=headers)
 
 
 ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 415, 500, 503, 504)}
@@ -471,8 +474,7 @@ class ImagesIngress:
                     with model_errors(name, timeout):
                         event = await events.__anext__()
             except Flux2Error as err:
-                error = {"message": err.message, "type": "server_error", "param": err.param, "code": err.code}
-                yield f"event: error\ndata: {json.dumps({'type': 'error', 'error': error})}\n\n"
+                yield f"event: error\ndata: {json.dumps({'type': 'error', 'error': error_body(err)})}\n\n"
             finally:
                 if not isinstance(event, ImageResult):
                     events.cancel()  # the client left or an error ended the stream: stop the run
