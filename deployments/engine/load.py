@@ -15,6 +15,7 @@ import torch
 from diffusers import DiffusionPipeline, Flux2KleinKVPipeline, Flux2KleinPipeline, Flux2Pipeline
 
 from deployments.config import RANDOM_SOURCES, TINY_SOURCES, ModelConfig, weights_label
+from deployments.engine.text_encoder import trim_text_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ def load_pipeline(config: ModelConfig) -> LoadedPipeline:
     for component in pipeline.components.values():
         if isinstance(component, torch.nn.Module):
             component.eval()  # freshly built modules start in training mode
+    trim_text_encoder(pipeline)  # before moving: what nobody reads never reaches the device
     pipeline.to(device)
     if pipeline.transformer.dtype != dtype:  # built in float32: tiny and random sources
         pipeline.to(dtype=dtype)
