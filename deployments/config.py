@@ -240,6 +240,13 @@ class ModelConfig(_Strict):
     quantization: Literal["none", "fp8"] = Field(
         default="none", description="fp8: dynamic fp8 activations x fp8 weights in the transformer's linears"
     )
+    preset: Literal["none", "fast"] = Field(
+        default="none",
+        description="fast: every speed option that keeps the step count and caches no steps, where this GPU runs "
+        "it: quantization fp8 (Ada, Hopper) and attention_backend fa3_fp8 (Hopper with fa3-fwd; not with "
+        "context_parallel or the reference-KV pipeline). Keys set explicitly win; the replica logs and describes "
+        "what it chose. fp8 rounding changes the image slightly",
+    )
     step_cache: Literal["none", "magcache", "taylorseer"] = Field(
         default="none",
         description="diffusers step cache: reuse transformer work across steps (changes the image; magcache needs "

@@ -121,6 +121,8 @@ class ModelInfo:
     default_steps: int
     default_guidance_scale: float
     compile: str
+    quantization: str = "none"  # "fp8": the transformer's linears
+    attention_backend: str = "default"
     device_jpeg: bool = False  # JPEG responses are encoded on the GPU
     adapters: tuple[str, ...] = ()  # LoRA adapters requests can name
     warmup_s: float = 0.0

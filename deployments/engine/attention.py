@@ -48,6 +48,16 @@ def fa3_unsupported_reason(device: torch.device | str) -> str | None:
     return "; ".join(reasons) or None
 
 
+def fa3_pipeline_reason(pipeline) -> str | None:
+    """Why FA3's processors cannot serve ``pipeline`` (None: they can): this build has bf16 and e4m3 kernels
+    only, and the reference-KV pipeline installs its own KV-caching processors on every call."""
+    if type(pipeline).__name__ == "Flux2KleinKVPipeline":
+        return "FA3 attention cannot serve the reference-KV pipeline: it sets its own processors"
+    if pipeline.transformer.dtype != torch.bfloat16:
+        return f"FA3 attention needs a bfloat16 transformer; this one is {pipeline.transformer.dtype}"
+    return None
+
+
 @torch.library.custom_op("flux2_serve::fa3_forward", mutates_args=())
 def fa3_forward(
     query: torch.Tensor,
@@ -182,15 +192,13 @@ class Fa3ParallelSelfAttnProcessor:
 def use_fa3_attention(pipeline, *, fp8: bool) -> int:
     """Put FA3 processors on every attention module of ``pipeline.transformer``; returns how many.
 
-    Raises :class:`ModelLoadError` where the processors cannot serve: the fa3-fwd package fails to import
-    (a build for another torch), a non-bf16 transformer (this build has bf16 and e4m3 kernels only), or the
-    reference-KV pipeline (it installs its own KV-caching processors on every call).
+    Raises :class:`ModelLoadError` where the processors cannot serve: :func:`fa3_pipeline_reason`, or the
+    fa3-fwd package fails to import (a build for another torch).
     """
-    if type(pipeline).__name__ == "Flux2KleinKVPipeline":
-        raise ModelLoadError("FA3 attention cannot serve the reference-KV pipeline: it sets its own processors")
+    reason = fa3_pipeline_reason(pipeline)
+    if reason:
+        raise ModelLoadError(reason)
     transformer = pipeline.transformer
-    if transformer.dtype != torch.bfloat16:
-        raise ModelLoadError(f"FA3 attention needs a bfloat16 transformer; this one is {transformer.dtype}")
     try:
         import fa3_fwd_interface  # noqa: F401  (loads the kernels; a wrong torch ABI fails here)
     except (ImportError, OSError) as exc:

@@ -21,6 +21,7 @@ from deployments.engine.masking import run_masked_edit
 from deployments.engine.memory import MemoryManager, configure_allocator
 from deployments.engine.optimize import apply_optimizations, check_supported
 from deployments.engine.pixels import encode_jpegs, host_pixels, to_uint8_tensor
+from deployments.engine.preset import resolve_preset
 from deployments.engine.progress import StepReporter
 from deployments.engine.step_cache import StepCache
 from deployments.errors import InvalidRequest
@@ -78,6 +79,7 @@ class Flux2Engine:
         check_supported(config, resolve_device(config))  # fail before loading gigabytes, not after
         start = time.perf_counter()
         loaded = load_pipeline(config)
+        config = resolve_preset(config, loaded)
         adapters = AdapterManager(loaded.pipeline, config.lora)  # its LoRA slots go in before fp8 and compile
         compile_mode = apply_optimizations(loaded.pipeline, config, loaded.device)
         load_s = time.perf_counter() - start
@@ -103,6 +105,8 @@ class Flux2Engine:
             default_steps=self.default_steps,
             default_guidance_scale=self.default_guidance_scale,
             compile=self.compile_mode,
+            quantization=self.config.quantization,
+            attention_backend=self.config.attention_backend or "default",
             device_jpeg=self.config.device_jpeg,
             adapters=tuple(spec.name for spec in self.config.lora.adapters),
             warmup_s=round(self.warmup_s, 3),

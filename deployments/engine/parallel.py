@@ -49,6 +49,7 @@ from deployments.engine.generate import Flux2Engine
 from deployments.engine.load import LoadedPipeline, ModelLoadError, load_pipeline
 from deployments.engine.memory import MemoryManager, configure_allocator
 from deployments.engine.optimize import apply_optimizations
+from deployments.engine.preset import resolve_preset
 from deployments.engine.progress import GenerationCancelled, StepReporter
 from deployments.errors import Flux2Error, InvalidRequest
 from deployments.types import ImageRequest, ImageResult
@@ -207,6 +208,7 @@ class ContextParallelEngine(Flux2Engine):
         configure_allocator()
         start = time.perf_counter()
         loaded = load_pipeline(config)
+        config = resolve_preset(config, loaded, split_over_ranks=True)
         check_supported(loaded, config, options)
         transformer = loaded.pipeline.transformer
         if config.attention_backend:  # enable_parallelism checks the backend in effect
