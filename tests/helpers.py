@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import time
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
@@ -134,3 +136,13 @@ def run_app(config: dict, name: str, route_prefix: str, port: int) -> str:
 
     serve.run(build_app(config), name=name, route_prefix=route_prefix)
     return f"http://127.0.0.1:{port}{route_prefix.rstrip('/')}"
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.5) -> bool:
+    """Whether ``predicate`` came true within ``timeout_s`` (polled every ``interval_s``)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval_s)
+    return False

@@ -21,7 +21,7 @@ import pytest
 import ray
 from ray import serve
 
-from tests.helpers import API_KEYS, TEST_LIMITS, decode_b64_image, png_bytes, production_model, run_app
+from tests.helpers import API_KEYS, TEST_LIMITS, decode_b64_image, png_bytes, production_model, run_app, wait_until
 
 AUTH = {"authorization": f"Bearer {API_KEYS[1]}"}
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -54,15 +54,6 @@ def outcome(send: Callable[[], httpx.Response]) -> str:
 def running_replicas(app: str, deployment: str = "Flux2Model-flux2") -> int:
     status = serve.status().applications[app].deployments[deployment]
     return status.replica_states.get("RUNNING", 0)
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.5) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval_s)
-    return False
 
 
 def kill_replica(app: str, deployment: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import numpy as np
 
-from tests.helpers import decode_b64_image, png_bytes
+from tests.helpers import decode_b64_image, png_bytes, wait_until
 
 
 def edit(client: httpx.Client, images: list[tuple[str, bytes]], **fields: str) -> httpx.Response:
@@ -98,6 +98,8 @@ def test_output_is_not_blank(client: httpx.Client) -> None:
 
 
 def test_models_list(client: httpx.Client) -> None:
+    described = lambda: all(model["family"] for model in client.get("/v1/models").json()["data"])  # noqa: E731
+    assert wait_until(described, 20, 0.2)  # replica details arrive in the background
     body = client.get("/v1/models").json()
     assert body["object"] == "list"
     by_id = {model["id"]: model for model in body["data"]}
@@ -105,6 +107,8 @@ def test_models_list(client: httpx.Client) -> None:
     assert by_id["tiny-dev"]["family"] == "dev" and by_id["tiny-klein"]["family"] == "klein"
     assert all(model["is_demo"] and model["weights"] == "random-tiny" for model in body["data"])
     assert all(model["streaming"] for model in body["data"])
+    # the speed options each replica runs (on a CPU: neither fp8 nor FA3)
+    assert all((model["quantization"], model["attention_backend"]) == ("none", "default") for model in body["data"])
 
 
 def test_health_and_readiness(client: httpx.Client) -> None:
