@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The measurements behind docs/benchmarks.md, one case per device call of the lent H200 machine (600 s at most
-# a call: every --budget below keeps inside it). On that machine, from the repository root, with the wheels of
-# bench/lab/wheels.sh carried in .whl/:
+# a call: every --budget below keeps inside it). On that machine, from the repository root, with the packages of
+# bench/lab/wheels.sh carried in .site/:
 #   bash bench/lab/batch.sh CASE        (no CASE: the list)
 # Each command writes its JSON under $OUT (docs/results/ holds the ones the page cites) and its log beside it.
 set -uo pipefail
@@ -45,7 +45,7 @@ if [[ -z ${1:-} || -z ${CASES[$1]:-} ]]; then
   exit 2
 fi
 
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+mkdir -p /tmp/site && tar -C /tmp/site -xJf .site/site.tar.xz || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HOME=/tmp/hf
 export OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Downloads the wheels the offline GPU machine lacks into .whl/ (git-ignored), for Python 3.12 x86-64.
-# Its image has torch, transformers, numpy, pillow, grpcio...; Ray Serve and diffusers travel as wheels.
-# The ray wheel is repacked without ray/jars (Java workers, unused) to fit the 64 MiB carry limit.
-# bench/lab/batch.sh installs them on the GPU machine (pip install --no-index --no-deps --target /tmp/site).
+# Packs what the offline GPU machine lacks into .site/site.tar.xz (git-ignored), for Python 3.12 x86-64.
+# Its image has torch, transformers, numpy, pillow, grpcio...; Ray Serve, diffusers and FlashAttention-3
+# travel. As wheels (.whl/, deflate) they are 89 MB, over the 64 MiB a call carries; unpacked and xz-packed,
+# 52 MB. bench/lab/batch.sh unpacks it on the GPU machine into /tmp/site (what pip --target would install).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 mkdir -p .whl
@@ -26,13 +26,14 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -
   --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
   --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl "${pins[@]}"
 
-# `wheels.sh fa3` adds FlashAttention-3 (attention_backend fa3 / fa3_fp8; tagged manylinux_2_24). With ray
-# beside it the carry passes 64 MiB: the attention suite needs neither ray nor Serve, so carry a set without ray.
-if [ "${1:-}" = fa3 ]; then
-  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-    --platform manylinux_2_24_x86_64 -d .whl fa3-fwd==0.0.3
-fi
+# FlashAttention-3 (attention_backend fa3 / fa3_fp8, preset fast; tagged manylinux_2_24)
+python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  --platform manylinux_2_24_x86_64 -d .whl fa3-fwd==0.0.3
 
-ray_wheel=$(ls .whl/ray-*.whl)
-zip -q -d "$ray_wheel" 'ray/jars/*' '*.map' >/dev/null || true  # no-op when already repacked
-du -sh .whl
+site=$(mktemp -d)
+for wheel in .whl/*.whl; do unzip -q -o "$wheel" -d "$site"; done
+rm -rf "$site"/ray/jars  # Java workers, unused
+mkdir -p .site
+tar -C "$site" -cf - . | xz -T0 -6 >.site/site.tar.xz
+rm -rf "$site"
+du -sh .site/site.tar.xz
