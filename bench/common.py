@@ -220,6 +220,7 @@ class StageTimer:
 
     def __init__(self, pipeline):
         self.steps = StepTimer(pipeline.transformer)
+        self.step_ms: list[float] = []
         self.pending: dict[str, list[tuple[Any, Any]]] = {name: [] for name, _, _ in self.STAGES}
         self._wrapped = []
         for name, part, method in self.STAGES:
@@ -237,8 +238,10 @@ class StageTimer:
         return timed
 
     def take_ms(self) -> dict[str, float]:
+        """Each stage's milliseconds since the last call; ``step_ms`` keeps the transformer's calls one by one."""
         sync()
-        totals = {"transformer": sum(self.steps.take_ms())}
+        self.step_ms = self.steps.take_ms()
+        totals = {"transformer": sum(self.step_ms)}
         for name, spans in self.pending.items():
             totals[name] = sum(elapsed_ms(start, end) for start, end in spans)
             spans.clear()

@@ -165,7 +165,7 @@ def run_plain(pipeline: Any, request: ImageRequest, steps: int, guidance: float,
             generator=generator,
             output_type=output_type,
         )
-    if output_type == "latent":
+    if output_type in ("latent", "pil"):
         return output.images
     return np.clip(np.rint(output.images * 255.0), 0, 255).astype(np.uint8)
 

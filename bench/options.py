@@ -1,29 +1,37 @@
-"""Every speed option beside its deviation: latency and speed-up against a baseline engine, and how far
-the images move (relative L2, cosine) on the same request and seed.
+"""Every speed option beside its deviation, in one process: latency and speed-up against a baseline engine,
+the transformer step against the GPU's own floors measured in the same process, and how far the images
+move (relative L2, cosine) on the same request and seed.
 
-    python -m bench options --source random-dev --steps 50 --size 1024 \\
+    python -m bench options --source random-klein-4b --steps 4 --shapes 1024x1024+0,1024x1024+1 --floors \\
+        --baseline compile=none,compile_vae=false,compile_text_encoder=false \\
         --variant compile=regional --variant compile=regional,quantization=fp8 \\
-        --variant 'compile=regional,step_cache=taylorseer,step_cache_options={"cache_interval": 4}' \\
-        --json out.json
+        --variant compile=regional,preset=fast --json out.json
 
 The baseline is ``--baseline`` (default ``compile=none``: the diffusers pipeline call as is, eager bf16).
 Variant values are JSON where they parse as JSON, else strings; keys are ModelConfig fields. One engine at
-a time is loaded, warmed up on the request's shape, and times ``--repeats`` requests, each split into
-stages with CUDA events (text encoder, transformer calls, VAE encode and decode; "other" is the rest).
+a time is loaded, warmed up on every shape (``--shapes WxH+R,...``, or ``--size`` and ``--references``),
+and times ``--repeats`` requests a shape, each split into stages with CUDA events (text encoder,
+transformer calls, VAE encode and decode; "other" is the rest). ``--floors`` measures the bf16 (burst,
+sustained) and fp8 matmul rates first and counts each shape's step FLOPs, so every row says how far its
+step is from them. A variant that cannot be built (say, fa3 on a GPU without it) is recorded with its error.
+The JSON is written after every row; the markdown table of all rows ends the output and the JSON.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
+import traceback
+from typing import Any
 
 import numpy as np
 
-from bench.cli import parse_overrides, suite_parser
-from deployments.config import ModelConfig, Shape
+from bench.cli import parse_overrides, parse_shapes, suite_parser
+from deployments.config import RANDOM_SOURCES, ModelConfig, Shape
 from deployments.types import ImageRequest
+
+PROMPT = "a photo of a red car in front of a house"
 
 
 def deviation(image: np.ndarray, reference: np.ndarray) -> dict[str, float]:
@@ -35,33 +43,106 @@ def deviation(image: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     }
 
 
-def measure(
-    config: ModelConfig, request: ImageRequest, repeats: int
-) -> tuple[np.ndarray, list[float], dict[str, float]]:
-    """Load, warm up on the request's shape, then time ``repeats`` runs.
+def request_for(shape: tuple[int, int, int], steps: int) -> ImageRequest:
+    width, height, refs = shape
+    rng = np.random.default_rng(0)
+    images = tuple(rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(refs))
+    return ImageRequest(prompt=PROMPT, width=width, height=height, images=images, seed=0, num_inference_steps=steps)
 
-    Returns the image, the end-to-end times and the median milliseconds of each pipeline stage
-    ("other" = the rest: latents, scheduler, reference preprocessing, uint8 conversion, Python).
-    """
-    from bench.common import StageTimer, free_cuda, sync
-    from deployments.engine import Flux2Engine, warm_up
 
-    engine = Flux2Engine.from_config(config)
-    warm_up(engine)
+def measure(engine: Any, request: ImageRequest, repeats: int) -> dict[str, Any]:
+    """Time ``repeats`` runs of a warmed engine: the image, end-to-end times, the median milliseconds of each
+    pipeline stage ("other" = the rest: latents, scheduler, reference preprocessing, uint8 conversion,
+    Python), the median transformer forward and the peak VRAM."""
+    import torch
+
+    from bench.common import StageTimer, cuda_ok, gib, sync
+
     timer = StageTimer(engine.pipeline)
-    times, image, stages = [], None, []
-    for _ in range(repeats):
-        sync()
-        start = time.perf_counter()
-        image = engine.generate(request).images[0]
-        sync()
-        times.append(time.perf_counter() - start)
-        stage_ms = timer.take_ms()
-        stages.append({**stage_ms, "other": times[-1] * 1e3 - sum(stage_ms.values())})
-    timer.remove()
-    del engine, timer  # the timer holds the transformer: keep nothing alive into the next variant
-    free_cuda()
-    return image, times, {key: round(statistics.median(s[key] for s in stages), 2) for key in stages[0]}
+    if cuda_ok():
+        torch.cuda.reset_peak_memory_stats()
+    times, image, stages, forwards = [], None, [], []
+    try:
+        for _ in range(repeats):
+            sync()
+            start = time.perf_counter()
+            image = engine.generate(request).images[0]
+            sync()
+            times.append(time.perf_counter() - start)
+            stage_ms = timer.take_ms()
+            forwards.extend(timer.step_ms)
+            stages.append({**stage_ms, "other": times[-1] * 1e3 - sum(stage_ms.values())})
+    finally:
+        timer.remove()
+    return {
+        "image": image,
+        "times": times,
+        "stage_ms_p50": {key: round(statistics.median(s[key] for s in stages), 2) for key in stages[0]},
+        "step_ms": round(statistics.median(forwards), 2),
+        "peak_vram_gib": gib(torch.cuda.max_memory_allocated()) if cuda_ok() else 0.0,
+    }
+
+
+def measure_floors(source: str, shapes: list[tuple[int, int, int]]) -> dict[str, Any]:
+    """The process's matmul rates and each shape's step floors: FLOPs over the bf16 burst, bf16 sustained and
+    fp8 rates."""
+    from bench.common import cuda_ok, matmul_ceiling, transformer_step_flops
+
+    if not cuda_ok():
+        return {"skipped": "no GPU"}
+    if source not in RANDOM_SOURCES:
+        return {"skipped": f"FLOPs are counted for {', '.join(RANDOM_SOURCES)} only"}
+    ceiling = matmul_ceiling()
+    rates = {"bf16_burst": "tflops", "bf16_sustained": "sustained_tflops", "fp8": "fp8_rowwise_tflops"}
+    per_shape = {}
+    for shape in shapes:
+        flops = transformer_step_flops(source, *shape)
+        floors = {f"{name}_ms": round(flops / (ceiling[key] * 1e12) * 1e3, 2) for name, key in rates.items()}
+        per_shape[shape_label(shape)] = {"tflop": round(flops / 1e12, 2), **floors}
+    return {"ceiling": ceiling, "shapes": per_shape}
+
+
+def shape_label(shape: tuple[int, int, int]) -> str:
+    width, height, refs = shape
+    return f"{width}x{height}+{refs}"
+
+
+def with_floors(row: dict[str, Any], floors: dict[str, Any]) -> dict[str, Any]:
+    """The row's step over each floor of its shape (none where floors were not measured)."""
+    shape_floors = floors.get("shapes", {}).get(row["shape"])
+    if not shape_floors:
+        return row
+    ratios = {
+        f"step_over_{name}_floor": round(row["step_ms"] / shape_floors[f"{name}_ms"], 3)
+        for name in ("bf16_burst", "bf16_sustained", "fp8")
+    }
+    return {**row, **ratios}
+
+
+TABLE_HEADER = (
+    "| variant | shape | e2e p50 | speed-up | step | step / bf16 sustained floor | step / fp8 floor "
+    "| rel. L2 / cosine | peak VRAM |\n|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def times(row: dict[str, Any], key: str) -> str:
+    return f"{row[key]:.3f}x" if key in row else "-"
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """The rows as one markdown table (a failed variant shows its error)."""
+    lines = [TABLE_HEADER]
+    for row in rows:
+        if "error" in row:
+            lines.append(f"| {row['variant']} | {row['shape']} | error: {' '.join(row['error'].split())[:160]} |||||||")
+            continue
+        lines.append(
+            f"| {row['variant']} | {row['shape']} | {row['p50_s']:.3f} s | {row['speedup']:.2f}x "
+            f"| {row['step_ms']:.2f} ms | {times(row, 'step_over_bf16_sustained_floor')} "
+            f"| {times(row, 'step_over_fp8_floor')} "
+            f"| {row['rel_l2']:.4f} / {row['cosine']:.6f} | {row['peak_vram_gib']} GiB |"
+        )
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,8 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--source", required=True, help="random-klein-4b | random-klein-9b | random-dev | a folder")
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--references", type=int, default=0)
+    parser.add_argument("--shapes", type=parse_shapes, default=None, help="WxH+R,... (default: --size, --references)")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--floors", action="store_true", help="measure the matmul rates and each step's floors")
     parser.add_argument("--baseline", default="compile=none", help="ModelConfig overrides, key=value,...")
     parser.add_argument("--variant", action="append", default=[], help="ModelConfig overrides, repeatable")
     parser.add_argument("--json", required=True)
@@ -79,35 +162,47 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    from bench.common import Results, free_cuda, log
+    from deployments.engine import Flux2Engine, warm_up
 
-    rng = np.random.default_rng(0)
-    references = tuple(rng.integers(0, 256, (args.size, args.size, 3), dtype=np.uint8) for _ in range(args.references))
-    request = ImageRequest(
-        prompt="a photo of a red car in front of a house",
-        width=args.size,
-        height=args.size,
-        images=references,
-        seed=0,
-        num_inference_steps=args.steps,
-    )
-    shape = Shape(width=args.size, height=args.size, references=args.references)
-    rows = []
-    baseline_image, baseline_times = None, None
+    shapes = args.shapes or [(args.size, args.size, args.references)]
+    res = Results(args.json)
+    res["settings"] = {"source": args.source, "steps": args.steps, "repeats": args.repeats, "shapes": shapes}
+    floors = measure_floors(args.source, shapes) if args.floors else {"skipped": "no --floors"}
+    res["floors"] = floors
+    rows: list[dict[str, Any]] = []
+    baseline: dict[str, dict[str, Any]] = {}  # per shape: the baseline's image and p50
+    warmup = tuple(Shape(width=w, height=h, references=r) for w, h, r in shapes)
     for label in [args.baseline, *args.variant]:
-        config = ModelConfig(source=args.source, warmup_shapes=(shape,), **parse_overrides(label))
-        image, times, stage_ms = measure(config, request, args.repeats)
-        p50 = statistics.median(times)
-        if baseline_image is None:
-            baseline_image, baseline_times = image, times
-        row = {
-            "variant": label,
-            "p50_s": round(p50, 4),
-            "speedup": round(statistics.median(baseline_times) / p50, 3),
-            **{key: round(value, 6) for key, value in deviation(image, baseline_image).items()},
-            "stage_ms_p50": stage_ms,
-        }
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    result = {"source": args.source, "size": args.size, "steps": args.steps, "references": args.references}
-    with open(args.json, "w") as handle:
-        json.dump({**result, "rows": rows}, handle, indent=2)
+        log(f"== {label}")
+        try:
+            config = ModelConfig(source=args.source, warmup_shapes=warmup, **parse_overrides(label))
+            engine = Flux2Engine.from_config(config)
+            warm_up(engine)
+        except Exception as exc:  # one variant failing must not lose the others' figures
+            traceback.print_exc()
+            rows += [{"variant": label, "shape": shape_label(shape), "error": repr(exc)[:500]} for shape in shapes]
+            res["rows"] = rows
+            free_cuda()
+            continue
+        for shape in shapes:
+            measured = measure(engine, request_for(shape, args.steps), args.repeats)
+            p50 = statistics.median(measured["times"])
+            reference = baseline.setdefault(shape_label(shape), {"image": measured["image"], "p50": p50})
+            row = {
+                "variant": label,
+                "shape": shape_label(shape),
+                "p50_s": round(p50, 4),
+                "speedup": round(reference["p50"] / p50, 3),
+                **{key: round(value, 6) for key, value in deviation(measured["image"], reference["image"]).items()},
+                "step_ms": measured["step_ms"],
+                "peak_vram_gib": measured["peak_vram_gib"],
+                "stage_ms_p50": measured["stage_ms_p50"],
+                "runs": {"attention_backend": engine.info.attention_backend, "quantization": engine.info.quantization},
+            }
+            rows.append(with_floors(row, floors))
+            res["rows"] = rows
+        del engine  # keep nothing alive into the next variant
+        free_cuda()
+    res["table"] = table(rows)
+    print(res["table"], flush=True)

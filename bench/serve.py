@@ -10,7 +10,8 @@ what remains (``client``) is the proxy and the HTTP transfer until the client ha
 
 ``--variant`` serves a second copy of the model with those options beside the first (half a GPU each,
 same random weights), times both in the same run, and reports how close each one's JPEG is to its
-exact PNG (PSNR).
+exact PNG (PSNR). ``--plain`` first times the same requests through the plain diffusers pipeline call, alone
+and with the PNG saved, in the same process before Serve starts.
 """
 
 from __future__ import annotations
@@ -83,6 +84,43 @@ def series(call, output_format: str, n: int, result: dict) -> dict:
     }
 
 
+def plain_diffusers(source: str, side: int, steps: int, n: int) -> dict:
+    """The same requests through the plain diffusers pipeline a user writes (eager bf16, PIL images out): the
+    call alone, and the call plus saving the PNG, each ``n`` times after one untimed call."""
+    import torch
+
+    from bench.common import cuda_ok, free_cuda, make_request, summary, sync
+    from bench.engine import run_plain
+    from deployments.engine.generate import FAMILY_DEFAULTS
+    from deployments.engine.synthetic.random_weights import build_random_pipeline
+    from deployments.engine.synthetic.tiny import TINY_BUILDERS
+
+    if source in TINY_BUILDERS:
+        pipeline = TINY_BUILDERS[source]()
+    else:
+        pipeline = build_random_pipeline(source, device="cuda", dtype=torch.bfloat16)
+    pipeline.set_progress_bar_config(disable=True)
+    guidance = FAMILY_DEFAULTS["dev" if source.endswith("dev") else "klein"][1]
+    out: dict = {"what": "diffusers pipeline call, eager bf16, output_type pil" if cuda_ok() else "tiny, CPU"}
+    for name, refs in (("t2i", 0), ("edit1", 1)):
+        for label, save in (("call", False), ("call+png", True)):
+            latencies = []
+            for i in range(n + 1):
+                sync()
+                start = time.perf_counter()
+                image = run_plain(pipeline, make_request(side, side, refs, steps, seed=i), steps, guidance, "pil")[0]
+                if save:
+                    image.save(io.BytesIO(), format="PNG")
+                sync()
+                if i:
+                    latencies.append(time.perf_counter() - start)
+            out[f"{name}:{label}"] = summary(latencies)
+            print(f"plain {name}:{label}", json.dumps(out[f"{name}:{label}"]), flush=True)
+    del pipeline
+    free_cuda()
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = suite_parser("serve", __doc__)
     parser.add_argument("--source", required=True)
@@ -97,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--formats", default="png", help="output formats to time, comma-separated")
     parser.add_argument("--option", action="append", default=[], help="ModelConfig overrides, key=value,...")
     parser.add_argument("--variant", default=None, help="a second model with these overrides, key=value,...")
+    parser.add_argument("--plain", action="store_true", help="first time plain diffusers on the same requests")
     return parser
 
 
@@ -142,6 +181,8 @@ def main(argv: list[str] | None = None) -> None:
         "options": args.option,
         "variant": args.variant,
     }
+    if args.plain:  # before Serve holds the GPU: the baseline runs alone, in this process
+        result["plain"] = plain_diffusers(args.source, side, args.steps, args.n)
     t0 = time.perf_counter()
     ray.init(num_cpus=args.num_cpus, num_gpus=args.gpu, include_dashboard=False, log_to_driver=False)
     port = free_port()

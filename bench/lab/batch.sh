@@ -37,6 +37,10 @@ declare -A CASES=(
   [mixed-dev]="50 mixed back-to-back requests on dev"
   [adapters-klein4b]="klein-4B LoRA (rank 16 and 64): first load, switches, step ms, recompiles, bf16 and fp8"
   [eval-masks]="masked edits on random klein-4B and dev (docs/evaluation.md)"
+  [ladder-klein4b]="klein-4B t2i and edit, 4 steps: plain eager, engine, fp8, preset fast, against both floors"
+  [ladder-dev]="dev t2i, 50 steps: plain eager, engine, fp8, preset fast, + TaylorSeer, against both floors"
+  [ladder-dev-edit]="dev edit 1 ref, 50 steps: fp8, preset fast, + TaylorSeer, against both floors"
+  [serve-klein4b-preset]="klein-4B through Ray Serve with preset fast, plain diffusers timed first in the process"
 )
 
 if [[ -z ${1:-} || -z ${CASES[$1]:-} ]]; then
@@ -58,7 +62,28 @@ run() {  # run <name> <suite> <options...>: python -m bench, logged, with how lo
   tail -n 4 "$OUT/$name.log"
 }
 
+PLAIN=compile=none,compile_vae=false,compile_text_encoder=false  # the diffusers pipeline call as is
+
 case $1 in
+  ladder-klein4b)
+    C=compile_cache_dir=/tmp/cck,compile=regional
+    run ladder-klein4b options --source random-klein-4b --steps 4 --repeats 5 --floors \
+      --shapes 1024x1024+0,1024x1024+1 --baseline $PLAIN --variant $C --variant $C,$F --variant $C,preset=fast
+    ;;
+  ladder-dev)
+    C=compile_cache_dir=/tmp/ccd,compile=regional
+    run ladder-dev options --source random-dev --steps 50 --repeats 2 --floors --shapes 1024x1024+0 \
+      --baseline $PLAIN --variant $C --variant $C,$F --variant $C,preset=fast --variant "$C,preset=fast,$T4"
+    ;;
+  ladder-dev-edit)
+    C=compile_cache_dir=/tmp/ccd,compile=regional
+    run ladder-dev-edit options --source random-dev --steps 50 --repeats 2 --floors --shapes 1024x1024+1 \
+      --baseline $C,$F --variant $C,preset=fast --variant "$C,preset=fast,$T4"
+    ;;
+  serve-klein4b-preset)
+    run serve-klein4b-preset serve --source random-klein-4b --cache /tmp/cck --n 10 --steps 4 --formats png,jpeg \
+      --option preset=fast,device_jpeg=true --plain
+    ;;
   eager-vs-engine-klein4b)
     C=compile_cache_dir=/tmp/cck
     run options-eager-vs-engine-klein4b-t2i options --source random-klein-4b --steps 4 --repeats 5 \
