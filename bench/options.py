@@ -23,13 +23,16 @@ import argparse
 import statistics
 import time
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bench.cli import parse_overrides, parse_shapes, suite_parser
 from deployments.config import RANDOM_SOURCES, ModelConfig, Shape
 from deployments.types import ImageRequest
+
+if TYPE_CHECKING:
+    from deployments.engine import Flux2Engine
 
 PROMPT = "a photo of a red car in front of a house"
 
@@ -121,7 +124,7 @@ def with_floors(row: dict[str, Any], floors: dict[str, Any]) -> dict[str, Any]:
 
 TABLE_HEADER = (
     "| variant | shape | e2e p50 | speed-up | step | step / bf16 sustained floor | step / fp8 floor "
-    "| rel. L2 / cosine | peak VRAM |\n|---|---|---|---|---|---|---|---|---|"
+    "| rel. L2 | cosine | peak VRAM |\n|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -134,15 +137,26 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines = [TABLE_HEADER]
     for row in rows:
         if "error" in row:
-            lines.append(f"| {row['variant']} | {row['shape']} | error: {' '.join(row['error'].split())[:160]} |||||||")
+            error = " ".join(row["error"].split())[:160]
+            lines.append(f"| {row['variant']} | {row['shape']} | error: {error} ||||||||")
             continue
         lines.append(
             f"| {row['variant']} | {row['shape']} | {row['p50_s']:.3f} s | {row['speedup']:.2f}x "
             f"| {row['step_ms']:.2f} ms | {times(row, 'step_over_bf16_sustained_floor')} "
             f"| {times(row, 'step_over_fp8_floor')} "
-            f"| {row['rel_l2']:.4f} / {row['cosine']:.6f} | {row['peak_vram_gib']} GiB |"
+            f"| {row['rel_l2']:.4f} | {row['cosine']:.6f} | {row['peak_vram_gib']} GiB |"
         )
     return "\n".join(lines)
+
+
+def warmed_engine(config: ModelConfig) -> Flux2Engine:
+    """The variant's engine, warmed up on every shape; built in its own frame, so an engine whose warm-up
+    raises is not kept alive by a local while the next variant loads."""
+    from deployments.engine import Flux2Engine, warm_up
+
+    engine = Flux2Engine.from_config(config)
+    warm_up(engine)
+    return engine
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,7 +177,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     from bench.common import Results, free_cuda, log
-    from deployments.engine import Flux2Engine, warm_up
 
     shapes = args.shapes or [(args.size, args.size, args.references)]
     res = Results(args.json)
@@ -176,9 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     for label in [args.baseline, *args.variant]:
         log(f"== {label}")
         try:
-            config = ModelConfig(source=args.source, warmup_shapes=warmup, **parse_overrides(label))
-            engine = Flux2Engine.from_config(config)
-            warm_up(engine)
+            engine = warmed_engine(ModelConfig(source=args.source, warmup_shapes=warmup, **parse_overrides(label)))
         except Exception as exc:  # one variant failing must not lose the others' figures
             traceback.print_exc()
             rows += [{"variant": label, "shape": shape_label(shape), "error": repr(exc)[:500]} for shape in shapes]

@@ -54,3 +54,4 @@ def test_one_run_times_every_shape_and_tabulates_the_rows(bench: Callable, tmp_p
     assert [row["shape"] for row in rows[6:]] == ["64x64+0", "80x64+1"]  # fa3 cannot build here: recorded
     assert all("cannot run here" in row["error"] for row in rows[6:])
     assert result["table"].count("\n") == 2 + len(rows) - 1 and result["table"] in printed
+    assert len({line.count("|") for line in result["table"].splitlines()}) == 1  # every row fills every column
