@@ -12,10 +12,6 @@ what remains (``client``) is the proxy and the HTTP transfer until the client ha
 same random weights), times both in the same run, and reports how close each one's JPEG is to its
 exact PNG (PSNR). ``--plain`` first times the same requests through the plain diffusers pipeline call, alone
 and with the PNG saved, in the same process before Serve starts.
-
-Every request carries a prompt no earlier request had (`` #N`` appended), so the figures are what a new prompt
-costs, text encoder included, even where the engine caches prompt embeddings. ``--same-prompt`` sends one
-prompt throughout instead: what a repeated prompt costs (with such a cache, its hit).
 """
 
 from __future__ import annotations
@@ -23,14 +19,11 @@ from __future__ import annotations
 import argparse
 import base64
 import io
-import itertools
 import json
 import time
 from pathlib import Path
 
 from bench.cli import parse_overrides, suite_parser
-
-T2I_PROMPT = "a photo of a red car in front of a house at sunset"
 
 
 def png(width: int, height: int, seed: int) -> bytes:
@@ -147,7 +140,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--option", action="append", default=[], help="ModelConfig overrides, key=value,...")
     parser.add_argument("--variant", default=None, help="a second model with these overrides, key=value,...")
     parser.add_argument("--plain", action="store_true", help="first time plain diffusers on the same requests")
-    parser.add_argument("--same-prompt", action="store_true", help="one prompt for every request (default: new each)")
     return parser
 
 
@@ -192,7 +184,6 @@ def main(argv: list[str] | None = None) -> None:
         "size": side,
         "options": args.option,
         "variant": args.variant,
-        "same_prompt": args.same_prompt,
     }
     if args.plain:  # before Serve holds the GPU: the baseline runs alone, in this process
         result["plain"] = plain_diffusers(args.source, side, args.steps, args.n)
@@ -206,31 +197,25 @@ def main(argv: list[str] | None = None) -> None:
     result["serve_run_until_ready_s"] = round(time.perf_counter() - t1, 2)
     url = f"http://127.0.0.1:{port}"
     ref = png(side, side, 1)
-    requests = itertools.count()
-
-    def prompt(text: str) -> str:
-        """A prompt no earlier request had, unless --same-prompt: a prompt-embedding cache must not flatter it."""
-        return text if args.same_prompt else f"{text} #{next(requests)}"
-
     try:
         with httpx.Client(base_url=url, timeout=600) as http:
 
-            def fields(name: str, text: str, seed: int, output_format: str) -> dict:
+            def fields(name: str, prompt: str, seed: int, output_format: str) -> dict:
                 return {
                     "model": name,
-                    "prompt": text,
+                    "prompt": prompt,
                     "size": f"{side}x{side}",
                     "seed": seed,
                     "num_inference_steps": args.steps,
                     "output_format": output_format,
                 }
 
-            def t2i(seed: int, output_format: str, name: str = "bench", text: str | None = None) -> httpx.Response:
-                body = fields(name, text or prompt(T2I_PROMPT), seed, output_format)
+            def t2i(seed: int, output_format: str, name: str = "bench") -> httpx.Response:
+                body = fields(name, "a photo of a red car in front of a house at sunset", seed, output_format)
                 return http.post("/v1/images/generations", json=body)
 
             def edit(seed: int, output_format: str, name: str = "bench") -> httpx.Response:
-                form = fields(name, prompt("make the car blue"), seed, output_format)
+                form = fields(name, "make the car blue", seed, output_format)
                 data = {key: str(value) for key, value in form.items()}  # multipart fields are strings
                 return http.post("/v1/images/edits", data=data, files={"image": ("ref.png", ref, "image/png")})
 
@@ -244,9 +229,8 @@ def main(argv: list[str] | None = None) -> None:
                         print(key, json.dumps(result[key]), flush=True)
 
             for model_name in [m["name"] for m in models]:  # JPEG vs the exact pixels of the same request
-                text = prompt(T2I_PROMPT)
-                exact = decode_rgb(first_image(t2i(99, "png", model_name, text).json()))
-                jpeg = t2i(99, "jpeg", model_name, text)
+                exact = decode_rgb(first_image(t2i(99, "png", model_name).json()))
+                jpeg = t2i(99, "jpeg", model_name)
                 jpeg_file = first_image(jpeg.json())
                 result[f"{model_name} jpeg_fidelity"] = {
                     "psnr_db_vs_png": round(psnr(exact, decode_rgb(jpeg_file)), 2),
