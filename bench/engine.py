@@ -332,6 +332,7 @@ def build_engine(run: Run) -> None:
     from deployments.engine import Flux2Engine, warm_up
     from deployments.engine.load import LoadedPipeline
     from deployments.engine.optimize import apply_optimizations
+    from deployments.engine.text_encoder import trim_text_encoder
 
     warmup = [Shape(width=w, height=h, references=r) for w, h, r in run.shapes.values()]
     config = ModelConfig(
@@ -345,6 +346,7 @@ def build_engine(run: Run) -> None:
     weights = "random-tiny" if run.tiny else "random-full"
     loaded = LoadedPipeline(pipeline, run.spec.source, run.family, weights, device, pipeline.transformer.dtype)
     start = time.perf_counter()
+    trim_text_encoder(pipeline)  # as load_pipeline does for every served engine (bit for bit the same embeddings)
     compile_mode = apply_optimizations(pipeline, config, device)
     engine = Flux2Engine(loaded, config, compile_mode=compile_mode)
     optimized = time.perf_counter()
