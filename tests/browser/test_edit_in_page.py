@@ -96,9 +96,10 @@ def set_brush(page: Page, size: int) -> None:
 
 
 def painted_share(page: Page) -> float:
-    text = page.locator("#mask-status").inner_text()
-    assert "% of the first image painted" in text, text
-    return float(text.split("%")[0])
+    """The painted share the page states, once it states one: a mask file is decoded asynchronously."""
+    status = page.locator("#mask-status")
+    expect(status).to_contain_text("% of the first image painted")
+    return float(status.inner_text().split("%")[0])
 
 
 def open_with_reference(page: Page, url: str, tmp_path: Path) -> bytes:
