@@ -299,6 +299,11 @@ class GpuUtilSampler:
         }
 
 
+def family_of_source(source: str) -> str:
+    """The model family of a bench source (a hub id, a random-weight or a tiny one): FLUX.2-dev or klein."""
+    return "dev" if source.endswith("dev") else "klein"
+
+
 def reference_images(count: int, width: int, height: int, seed: int = 0) -> tuple[np.ndarray, ...]:
     rng = np.random.default_rng(seed)
     out = []

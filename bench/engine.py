@@ -43,6 +43,7 @@ from bench.common import (
     StepTimer,
     compare,
     cuda_ok,
+    family_of_source,
     floors_ms,
     free_cuda,
     gib,
@@ -105,7 +106,7 @@ class Run:
 
     @property
     def family(self) -> str:
-        return "dev" if self.spec.source.endswith("dev") else "klein"
+        return family_of_source(self.spec.source)
 
     @property
     def guidance(self) -> float:
@@ -465,7 +466,7 @@ def main(argv: list[str] | None = None) -> None:
     import transformers
 
     spec = MODELS[args.model]
-    work = args.work or pick_workdir(70 if spec.source.endswith("dev") else 20)
+    work = args.work or pick_workdir(70 if family_of_source(spec.source) == "dev" else 20)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     run = Run(args, spec, Results(args.json), Deadline(args.budget), work)

@@ -89,13 +89,13 @@ def plain_diffusers(source: str, side: int, steps: int, n: int) -> dict:
     call alone, and the call plus saving the PNG, each ``n`` times after one untimed call."""
     import torch
 
-    from bench.common import cuda_ok, free_cuda, make_request, summary, sync
+    from bench.common import cuda_ok, family_of_source, free_cuda, make_request, summary, sync
     from bench.engine import run_plain
     from deployments.engine.generate import FAMILY_DEFAULTS
     from deployments.engine.synthetic.random_weights import build_random_pipeline
     from deployments.engine.synthetic.tiny import TINY_BUILDERS
 
-    family = "dev" if source.endswith("dev") else "klein"
+    family = family_of_source(source)
     if cuda_ok() and source not in TINY_BUILDERS:
         pipeline = build_random_pipeline(source, device="cuda", dtype=torch.bfloat16)
         what = "diffusers pipeline call, eager bf16, output_type pil"

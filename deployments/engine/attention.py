@@ -30,6 +30,8 @@ from deployments.engine.fp8 import cast_e4m3
 from deployments.engine.load import ModelLoadError
 
 FA3_BACKENDS = ("fa3", "fa3_fp8")
+# FA3's processors attend over the whole sequence; diffusers' context-parallel hooks split only its backends.
+FA3_NOT_SPLIT = "FA3 does not split over context_parallel ranks"
 
 
 def fa3_unsupported_reason(device: torch.device | str) -> str | None:

@@ -66,8 +66,6 @@ def check_supported(config: ModelConfig, device: torch.device) -> None:
         reason = fa3_unsupported_reason(device)
         if reason:
             raise ModelLoadError(f"attention_backend {backend!r} is configured but cannot run here: {reason}")
-        if config.context_parallel:
-            raise ModelLoadError(f"attention_backend {backend!r} does not split over context_parallel ranks")
     if config.quantization == "fp8":
         from deployments.engine.fp8 import fp8_unsupported_reason
 

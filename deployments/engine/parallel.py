@@ -44,7 +44,7 @@ from diffusers import ContextParallelConfig
 
 from deployments.config import ContextParallel as ContextParallelOptions
 from deployments.config import ModelConfig
-from deployments.engine.attention import FA3_BACKENDS
+from deployments.engine.attention import FA3_BACKENDS, FA3_NOT_SPLIT
 from deployments.engine.generate import Flux2Engine
 from deployments.engine.load import LoadedPipeline, ModelLoadError, load_pipeline
 from deployments.engine.memory import MemoryManager, configure_allocator
@@ -145,7 +145,7 @@ def check_supported(loaded: LoadedPipeline, config: ModelConfig, options: Contex
     if config.lora.adapters:
         raise ModelLoadError("LoRA adapters are untested with context parallelism; serve them on single-GPU replicas")
     if config.attention_backend in FA3_BACKENDS:
-        raise ModelLoadError(f"attention_backend {config.attention_backend} does not run with context parallelism")
+        raise ModelLoadError(f"attention_backend {config.attention_backend}: {FA3_NOT_SPLIT}")
     if options.mode == "ring" and config.attention_backend not in RING_BACKENDS:
         raise ModelLoadError(
             f"ring attention needs an attention_backend returning log-sum-exp, one of {sorted(RING_BACKENDS)}; "

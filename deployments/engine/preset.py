@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from deployments.config import ModelConfig
-from deployments.engine.attention import fa3_pipeline_reason, fa3_unsupported_reason
+from deployments.engine.attention import FA3_NOT_SPLIT, fa3_pipeline_reason, fa3_unsupported_reason
 from deployments.engine.fp8 import fp8_unsupported_reason
 from deployments.engine.load import LoadedPipeline
 
@@ -31,7 +31,7 @@ def why_not(key: str, loaded: LoadedPipeline, split_over_ranks: bool) -> str | N
         return fp8_unsupported_reason(loaded.device)
     if key == "attention_backend":
         if split_over_ranks:
-            return "FA3 does not split over context_parallel ranks"
+            return FA3_NOT_SPLIT
         return fa3_pipeline_reason(loaded.pipeline) or fa3_unsupported_reason(loaded.device)
     raise KeyError(key)
 

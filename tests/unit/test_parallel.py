@@ -19,6 +19,7 @@ import torch.multiprocessing as mp
 
 from deployments.config import ModelConfig
 from deployments.engine import Flux2Engine, ModelLoadError
+from deployments.engine.attention import FA3_NOT_SPLIT
 from deployments.engine.load import load_pipeline
 from deployments.engine.parallel import ContextParallelOptions, check_supported, free_port
 from deployments.errors import Flux2Error, InvalidRequest
@@ -111,7 +112,7 @@ def test_unsupported_setups_are_refused_before_any_collective() -> None:
             dev, ModelConfig.model_validate({**TINY_DEV, "step_cache": "magcache"}), ContextParallelOptions(degree=2)
         )
     fa3 = ModelConfig.model_validate({**TINY_DEV, "attention_backend": "fa3"})
-    with pytest.raises(ModelLoadError, match="context parallelism"):
+    with pytest.raises(ModelLoadError, match=FA3_NOT_SPLIT):
         check_supported(dev, fa3, ContextParallelOptions(degree=2))
     kv_config = ModelConfig.model_validate({**TINY_DEV, "source": "tiny-klein-kv"})
     with pytest.raises(ModelLoadError, match="Flux2KleinKVPipeline"):
