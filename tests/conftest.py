@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from deployments.engine.parallel import free_port
-from tests.helpers import BATCH_CONFIG, PROD_CONFIG, TEST_CONFIG, TIGHT_CONFIG, TIMEOUT_CONFIG, run_app
+from tests.helpers import BATCH_CONFIG, PROD_CONFIG, TEST_CONFIG, TIGHT_CONFIG, TIMEOUT_CONFIG, served_app
 
 
 @pytest.fixture(scope="module")
@@ -45,29 +45,35 @@ def ray_cluster() -> Iterator[dict[str, int]]:
 
 
 @pytest.fixture(scope="session")
-def base_url(ray_cluster: dict[str, int]) -> str:
+def base_url(ray_cluster: dict[str, int]) -> Iterator[str]:
     """The tiny dev and klein models, open API, at the root."""
-    return run_app(TEST_CONFIG, "flux2", "/", ray_cluster["http"])
+    with served_app(TEST_CONFIG, "flux2", "/", ray_cluster["http"]) as url:
+        yield url
+
+
+# Apps of more than one module live for the session; those of one module only while it runs.
+@pytest.fixture(scope="session")
+def prod_url(ray_cluster: dict[str, int]) -> Iterator[str]:
+    with served_app(PROD_CONFIG, "prod", "/prod", ray_cluster["http"]) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
-def prod_url(ray_cluster: dict[str, int]) -> str:
-    return run_app(PROD_CONFIG, "prod", "/prod", ray_cluster["http"])
+def tight_url(ray_cluster: dict[str, int]) -> Iterator[str]:
+    with served_app(TIGHT_CONFIG, "tight", "/tight", ray_cluster["http"]) as url:
+        yield url
 
 
-@pytest.fixture(scope="session")
-def batch_url(ray_cluster: dict[str, int]) -> str:
-    return run_app(BATCH_CONFIG, "batch", "/batch", ray_cluster["http"])
+@pytest.fixture(scope="module")
+def batch_url(ray_cluster: dict[str, int]) -> Iterator[str]:
+    with served_app(BATCH_CONFIG, "batch", "/batch", ray_cluster["http"]) as url:
+        yield url
 
 
-@pytest.fixture(scope="session")
-def timeout_url(ray_cluster: dict[str, int]) -> str:
-    return run_app(TIMEOUT_CONFIG, "timeout", "/timeout", ray_cluster["http"])
-
-
-@pytest.fixture(scope="session")
-def tight_url(ray_cluster: dict[str, int]) -> str:
-    return run_app(TIGHT_CONFIG, "tight", "/tight", ray_cluster["http"])
+@pytest.fixture(scope="module")
+def timeout_url(ray_cluster: dict[str, int]) -> Iterator[str]:
+    with served_app(TIMEOUT_CONFIG, "timeout", "/timeout", ray_cluster["http"]) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

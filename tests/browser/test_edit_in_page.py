@@ -9,6 +9,7 @@ then keeps every pixel outside the mask, which the tests check to the bit.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ from tests.browser.pages import (
     shown_result,
     submit_and_wait,
 )
-from tests.helpers import TEST_LIMITS, run_app
+from tests.helpers import TEST_LIMITS, served_app
 
 WIDTH, HEIGHT = 128, 96
 PAGE_CONFIG = {
@@ -52,8 +53,9 @@ EDGE = 1e-6  # pixels whose centre lies this close to a brush's edge may fall ei
 
 
 @pytest.fixture(scope="module")
-def edit_url(ray_cluster: dict[str, int]) -> str:
-    return run_app(PAGE_CONFIG, "page", "/page", ray_cluster["http"])
+def edit_url(ray_cluster: dict[str, int]) -> Iterator[str]:
+    with served_app(PAGE_CONFIG, "page", "/page", ray_cluster["http"]) as url:
+        yield url
 
 
 class Stroke:

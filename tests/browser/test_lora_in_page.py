@@ -9,6 +9,7 @@ hard-coded it would fail), and a second model without adapters.
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -27,7 +28,7 @@ from tests.browser.pages import (
     shown_result,
     submit_and_wait,
 )
-from tests.helpers import run_app
+from tests.helpers import served_app
 from tests.lora_files import save_peft_lora
 
 SHAPES = [{"width": 64, "height": 64, "references": 0}, {"width": 64, "height": 64, "references": 1}]
@@ -35,7 +36,7 @@ STREAM_FIELDS = ("stream", "partial_images")  # the page streams; the direct req
 
 
 @pytest.fixture(scope="module")
-def lora_page_url(ray_cluster: dict[str, int], tmp_path_factory: pytest.TempPathFactory) -> str:
+def lora_page_url(ray_cluster: dict[str, int], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("page-loras")
     transformer = build_tiny_klein().transformer
     adapters = [
@@ -53,7 +54,10 @@ def lora_page_url(ray_cluster: dict[str, int], tmp_path_factory: pytest.TempPath
         },
         {"name": "plain", "source": "tiny-klein", "warmup_shapes": SHAPES[:1], "deployment_options": options},
     ]
-    return run_app({"models": models, "ingress_options": options}, "lora-page", "/lora-page", ray_cluster["http"])
+    with served_app(
+        {"models": models, "ingress_options": options}, "lora-page", "/lora-page", ray_cluster["http"]
+    ) as url:
+        yield url
 
 
 def fill_request(page: Page, prompt: str, seed: int) -> None:

@@ -6,13 +6,14 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import run_app
+from tests.helpers import served_app
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -27,8 +28,9 @@ CONFIG = {
 
 
 @pytest.fixture(scope="module")
-def examples_url(ray_cluster: dict[str, int]) -> str:
-    return run_app(CONFIG, "examples", "/examples", ray_cluster["http"])
+def examples_url(ray_cluster: dict[str, int]) -> Iterator[str]:
+    with served_app(CONFIG, "examples", "/examples", ray_cluster["http"]) as url:
+        yield url
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ adapter files are refused per request while the replica stays healthy."""
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -11,7 +12,7 @@ import pytest
 from openai import BadRequestError, NotFoundError, OpenAI
 
 from deployments.engine.synthetic.tiny import build_tiny_klein
-from tests.helpers import png_bytes, run_app
+from tests.helpers import png_bytes, served_app
 from tests.lora_files import save_peft_lora
 
 SHAPES = [{"width": 64, "height": 64, "references": 0}, {"width": 64, "height": 64, "references": 1}]
@@ -19,7 +20,7 @@ BODY = {"prompt": "a red car", "size": "64x64", "seed": 3, "model": "tiny-klein"
 
 
 @pytest.fixture(scope="module")
-def lora_url(ray_cluster: dict[str, int], tmp_path_factory: pytest.TempPathFactory) -> str:
+def lora_url(ray_cluster: dict[str, int], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("service-loras")
     transformer = build_tiny_klein().transformer
     (root / "broken.safetensors").write_bytes(b"\x00not a safetensors file at all")
@@ -37,7 +38,8 @@ def lora_url(ray_cluster: dict[str, int], tmp_path_factory: pytest.TempPathFacto
         "deployment_options": {"ray_actor_options": {"num_cpus": 0.1}},
     }
     config = {"models": [model], "ingress_options": {"ray_actor_options": {"num_cpus": 0.1}}}
-    return run_app(config, "lora", "/lora", ray_cluster["http"])
+    with served_app(config, "lora", "/lora", ray_cluster["http"]) as url:
+        yield url
 
 
 def generate(url: str, **fields: object) -> httpx.Response:

@@ -7,6 +7,7 @@ to test-artifacts/operations.json; docs/operations.md records a run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -21,7 +22,7 @@ import pytest
 import ray
 from ray import serve
 
-from tests.helpers import API_KEYS, TEST_LIMITS, decode_b64_image, png_bytes, production_model, run_app, wait_until
+from tests.helpers import API_KEYS, TEST_LIMITS, decode_b64_image, png_bytes, production_model, served_app, wait_until
 
 AUTH = {"authorization": f"Bearer {API_KEYS[1]}"}
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -233,11 +234,11 @@ def test_replica_killed_mid_request_answers_cleanly_and_recovers(tight_url: str)
 SLOW_START_SHAPES = [{"width": 512, "height": 512, "references": refs} for refs in range(4)]
 
 
-def slow_start_app(name: str, wait_s: float, port: int) -> str:
+def slow_start_app(name: str, wait_s: float, port: int) -> contextlib.AbstractContextManager[str]:
     model = {**production_model(num_replicas=1), "warmup_shapes": SLOW_START_SHAPES}
     limits = {**TEST_LIMITS, "no_replica_wait_s": wait_s}
     config = {"models": [model], "limits": limits, "ingress_options": {"ray_actor_options": {"num_cpus": 0.1}}}
-    return run_app(config, name, f"/{name}", port)
+    return served_app(config, name, f"/{name}", port)
 
 
 def kill_and_wait_for_no_replica(app: str) -> None:
@@ -247,8 +248,7 @@ def kill_and_wait_for_no_replica(app: str) -> None:
 
 
 def test_model_without_a_running_replica_is_answered_at_once(ray_cluster: dict[str, int]) -> None:
-    url = slow_start_app("lonely", wait_s=0, port=ray_cluster["http"])
-    with httpx.Client(base_url=url, timeout=120) as client:
+    with slow_start_app("lonely", 0, ray_cluster["http"]) as url, httpx.Client(base_url=url, timeout=120) as client:
         kill_and_wait_for_no_replica("lonely")
         started = time.perf_counter()
         response = client.post("/v1/images/generations", json={"prompt": "a cat"})
@@ -257,7 +257,6 @@ def test_model_without_a_running_replica_is_answered_at_once(ray_cluster: dict[s
         recovered = wait_until(
             lambda: client.post("/v1/images/generations", json={"prompt": "a cat"}).status_code == 200, 120, 1
         )
-    serve.delete("lonely")
     assert still_down, "the replacement came up before the request: the window was not tested"
     assert response.status_code == 503 and response.json()["error"]["code"] == "no_replica", response.text
     assert int(response.headers["retry-after"]) > 0 and elapsed < 2.0, elapsed
@@ -265,11 +264,9 @@ def test_model_without_a_running_replica_is_answered_at_once(ray_cluster: dict[s
 
 
 def test_no_replica_wait_holds_the_request_until_a_replica_is_up(ray_cluster: dict[str, int]) -> None:
-    url = slow_start_app("patient", wait_s=120, port=ray_cluster["http"])
-    with httpx.Client(base_url=url, timeout=180) as client:
+    with slow_start_app("patient", 120, ray_cluster["http"]) as url, httpx.Client(base_url=url, timeout=180) as client:
         kill_and_wait_for_no_replica("patient")
         response = client.post("/v1/images/generations", json={"prompt": "a cat"})
-    serve.delete("patient")
     assert response.status_code == 200, response.text
     assert float(response.headers["x-queue-ms"]) > 1000  # it waited for the replacement's warm-up
 
