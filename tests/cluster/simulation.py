@@ -56,6 +56,11 @@ OBJECT_STORE_BYTES = 128 * 1024 * 1024
 # One request: cheap enough for two cores, so that the load is many requests rather than a few long ones.
 BODY = {"prompt": "a red fox in snow", "size": "128x128"}
 CLIENT_TIMEOUT_S = 90.0  # an answer later than this counts as hung
+# Shortened like Serve's delays in serve_config: the idle node's proxy drain and the node's idle timeout.
+PROXY_DRAIN_S = 5
+IDLE_TIMEOUT_S = 6
+# A node idle for longer than its drain and idle timeout, and an autoscaler pass or two, is being kept up.
+NODE_KEPT_UP_AFTER_S = 3 * (PROXY_DRAIN_S + IDLE_TIMEOUT_S)
 
 
 def environment(temp_dir: Path) -> dict[str, str]:
@@ -71,6 +76,9 @@ def environment(temp_dir: Path) -> dict[str, str]:
         RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
         # Worker-node proxies on a port of their own: clients reach the head's proxy, as on `ray up`.
         RAY_SERVE_WORKER_PROXY_HTTP_PORT=str(free_port()),
+        # A proxy whose node lost its last replica drains this long before it stops (Serve's default: 30 s);
+        # only then does the node's idle timeout start.
+        RAY_SERVE_PROXY_MIN_DRAINING_PERIOD_S=str(PROXY_DRAIN_S),
         # The ingress reads its API keys from here, as on the cluster's head.
         FLUX2_API_KEYS=API_KEY,
         PYTHONPATH=str(REPO),
@@ -151,7 +159,7 @@ class SimCluster:
     """A head like the cluster's (no GPU; advertises ``flux2_ingress``) and GPU worker nodes that Ray's autoscaler
     adds, up to ``max_gpu_nodes``, and removes once idle for ``idle_timeout_s``. Connects this process to it."""
 
-    def __init__(self, max_gpu_nodes: int, idle_timeout_s: float = 6.0):
+    def __init__(self, max_gpu_nodes: int, idle_timeout_s: float = IDLE_TIMEOUT_S):
         self.max_gpu_nodes = max_gpu_nodes
         self.idle_timeout_s = idle_timeout_s
 
@@ -487,8 +495,9 @@ def deploy_under_load(ingress_actor_options: dict[str, Any] | None = None) -> di
             rolled_out_s = wait_for(rolled_out, 240, "every replica replaced", interval_s=0.25)
             during = {"gpu_nodes": len(cluster.gpu_nodes()), "new_ingress_on_head_only": on_head_only(cluster)}
             time.sleep(5)  # the new config serving
-        # Idle timeout plus Serve's proxy drain (30 s) is about 40 s: a node still up after 90 s is kept up.
-        old_node_gone_s = wait_for(lambda: len(cluster.gpu_nodes()) == 1, 90, "the old node gone", required=False)
+        old_node_gone_s = wait_for(
+            lambda: len(cluster.gpu_nodes()) == 1, NODE_KEPT_UP_AFTER_S, "the old node gone", required=False
+        )
         gpu_nodes_end = len(cluster.gpu_nodes())
 
     def steps(outcomes: list[Outcome]) -> dict[int, int]:

@@ -80,7 +80,8 @@ def test_a_changed_config_deployed_under_load_fails_no_request() -> None:
 
 def test_without_the_pin_a_rollout_puts_an_ingress_replica_on_a_gpu_node() -> None:
     """The control of the placement checks above: they can fail. Unpinned, with the head's CPU taken by the two
-    ingress replicas, the rollout's surge ingress replica starts on a GPU node (where it keeps the node busy)."""
+    ingress replicas, the rollout's surge ingress replica starts on a GPU node, and that node stays up."""
     figures = scenario("deploy_unpinned_ingress")
     assert figures["rollout"]["new_ingress_on_head_only"] is False, figures
+    assert figures["old_node_gone_after_s"] is None and figures["gpu_nodes_end"] == 2, figures
     assert figures["load"]["ok"] == figures["load"]["sent"], figures["load"]
