@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,10 +23,18 @@ def _request(refs: int = 0) -> ImageRequest:
     return ImageRequest(prompt="a red car", width=64, height=64, images=images, seed=3, num_inference_steps=2)
 
 
-def test_regional_compile_matches_eager(tmp_path) -> None:
+@pytest.fixture(scope="module")
+def compile_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One inductor cache for the module's compiles, as a replica's compile_cache_dir is across restarts: the
+    tiny models share their VAE, whose graphs are then compiled once, not by every test."""
+    return tmp_path_factory.mktemp("compile-cache")
+
+
+def test_regional_compile_matches_eager(compile_cache: Path) -> None:
     torch._dynamo.reset()
     eager = Flux2Engine.from_config(ModelConfig(source="tiny-dev", compile="none"))
-    cache = tmp_path / "cache"
+    cache = compile_cache
+    written_before = set(cache.rglob("*"))
     compiled = Flux2Engine.from_config(ModelConfig(source="tiny-dev", compile="regional", compile_cache_dir=str(cache)))
     assert compiled.compile_mode == "regional"
     assert compiled.pipeline.vae.decoder._compiled_call_impl is not None, "the VAE follows the transformer by default"
@@ -34,17 +43,17 @@ def test_regional_compile_matches_eager(tmp_path) -> None:
         want = eager.generate(_request(1)).images[0].astype(np.int16)
         got = compiled.generate(_request(1)).images[0].astype(np.int16)
         assert np.abs(want - got).max() <= 2, "compiled output differs from eager"
-        assert cache.is_dir() and any(cache.rglob("*")), "inductor wrote nothing into the configured cache"
+        assert set(cache.rglob("*")) - written_before, "inductor wrote nothing into the configured cache"
     finally:
         torch._dynamo.reset()
 
 
-def test_compiled_vae_and_text_encoder_match_eager(tmp_path) -> None:
+def test_compiled_vae_and_text_encoder_match_eager(compile_cache: Path) -> None:
     source = "tiny-klein"  # Qwen3 text encoder; the regional test above covers dev's Mistral
     torch._dynamo.reset()
     eager = Flux2Engine.from_config(ModelConfig(source=source, compile="none"))
     config = ModelConfig(
-        source=source, compile="none", compile_vae=True, compile_text_encoder=True, compile_cache_dir=str(tmp_path)
+        source=source, compile="none", compile_vae=True, compile_text_encoder=True, compile_cache_dir=str(compile_cache)
     )
     compiled = Flux2Engine.from_config(config)
     encoder = compiled.pipeline.text_encoder
@@ -59,11 +68,11 @@ def test_compiled_vae_and_text_encoder_match_eager(tmp_path) -> None:
         torch._dynamo.reset()
 
 
-def test_compiled_vae_serves_a_new_size_without_recompiling(tmp_path) -> None:
+def test_compiled_vae_serves_a_new_size_without_recompiling(compile_cache: Path) -> None:
     """Warm-up buckets are often all square: a later non-square size must not recompile the VAE on a request."""
     torch._dynamo.reset()
     config = ModelConfig(source="tiny-klein", compile="none", compile_vae=True, compile_text_encoder=False)
-    engine = Flux2Engine.from_config(config.model_copy(update={"compile_cache_dir": str(tmp_path)}))
+    engine = Flux2Engine.from_config(config.model_copy(update={"compile_cache_dir": str(compile_cache)}))
     graphs = torch._dynamo.utils.counters["stats"]
     try:
         # sizes above the CPU's small-convolution backend switch for the tiny VAE, as every real size is
