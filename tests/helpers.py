@@ -19,14 +19,15 @@ TEST_LIMITS = {
     "max_steps": 20,
     "max_n": 4,
 }
+# The tiny dev model warmed for 64x64 edits with one reference: the suites' model entry without its name.
+TINY_DEV = {
+    "source": "tiny-dev",
+    "warmup_shapes": [{"width": 64, "height": 64, "references": 1}],
+    "default_size": [64, 64],
+}
 TEST_CONFIG = {
     "models": [
-        {
-            "name": "tiny-dev",
-            "source": "tiny-dev",
-            "warmup_shapes": [{"width": 64, "height": 64, "references": 1}],
-            "default_size": [64, 64],
-        },
+        {"name": "tiny-dev", **TINY_DEV},
         {
             "name": "tiny-klein",
             "source": "tiny-klein",

@@ -7,13 +7,8 @@ import httpx
 import numpy as np
 import ray
 
-from tests.helpers import decode_b64_image, served_app
+from tests.helpers import TINY_DEV, decode_b64_image, served_app
 
-TINY_DEV = {
-    "source": "tiny-dev",
-    "warmup_shapes": [{"width": 64, "height": 64, "references": 1}],
-    "default_size": [64, 64],
-}
 PARALLEL_CONFIG = {
     "models": [
         {

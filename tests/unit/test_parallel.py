@@ -23,12 +23,8 @@ from deployments.engine.load import load_pipeline
 from deployments.engine.parallel import ContextParallelOptions, check_supported, free_port
 from deployments.errors import Flux2Error, InvalidRequest
 from deployments.types import ImageRequest
+from tests.helpers import TINY_DEV
 
-TINY_DEV = {
-    "source": "tiny-dev",
-    "warmup_shapes": [{"width": 64, "height": 64, "references": 1}],
-    "default_size": [64, 64],
-}
 RNG = np.random.default_rng(0)
 REFERENCE = RNG.integers(0, 256, (64, 64, 3), dtype=np.uint8)
 REQUESTS = [
