@@ -60,6 +60,15 @@ class Limits(_Strict):
     """Request limits, enforced by the ingress before any GPU work."""
 
     max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0, description="request body, refused while read (413)")
+    body_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="a request body must arrive within this, plus one second per min_body_bytes_per_s of it, or "
+        "the client gets 408 and its connection is closed: a slow or idle sender cannot hold a request slot",
+    )
+    min_body_bytes_per_s: int = Field(
+        default=256 * 1024, gt=0, description="the slowest upload rate a body may arrive at, see body_timeout_s"
+    )
     max_input_pixels: int = Field(
         default=4096 * 4096, gt=0, description="pixels of one uploaded image, checked before decoding (bomb guard)"
     )

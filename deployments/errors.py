@@ -70,5 +70,9 @@ class DeadlineExceeded(Flux2Error):
     """The generation did not finish within the configured time."""
 
 
+class BodyTimeout(Flux2Error):
+    """The client did not send its request body within the configured time: it is slow or idle."""
+
+
 class GenerationFailed(Flux2Error):
     """The model failed for a reason that is not the request's fault."""

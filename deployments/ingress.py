@@ -28,8 +28,9 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments.auth import ApiKeyCheck, load_api_keys
-from deployments.config import ServiceConfig
+from deployments.config import Limits, ServiceConfig
 from deployments.errors import (
+    BodyTimeout,
     DeadlineExceeded,
     Flux2Error,
     GenerationFailed,
@@ -87,6 +88,7 @@ STATUS: tuple[tuple[type[Flux2Error], int], ...] = (
     (Unavailable, 503),
     (GenerationFailed, 500),
     (DeadlineExceeded, 504),
+    (BodyTimeout, 408),
 )
 
 
@@ -107,10 +109,13 @@ def error_response(err: Flux2Error) -> JSONResponse:
         headers["Retry-After"] = str(max(1, math.ceil(err.retry_after_s)))
     if isinstance(err, Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(err, BodyTimeout):
+        headers["Connection"] = "close"  # the rest of the body may still come: the connection cannot be reused
     return JSONResponse({"error": error_body(err)}, status_code=status_of(err), headers=headers)
 
 
-ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 415, 500, 503, 504)}
+# What OpenAPI lists for every route: the statuses of STATUS, and 500 for the unexpected.
+ERRORS = {status: {"model": ErrorResponse} for status in sorted({status for _, status in STATUS} | {500})}
 
 
 def json_body(model: type) -> dict[str, Any]:
@@ -191,13 +196,28 @@ async def _unexpected(_: Request, err: Exception) -> JSONResponse:
     return error_response(GenerationFailed("internal server error", code="internal_error"))
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """Read the body, refusing it as soon as it exceeds ``limit``; Serve itself has no body limit."""
+async def read_body(request: Request, limits: Limits) -> bytes:
+    """Read the body, refusing it as soon as it exceeds ``limits.max_body_bytes`` (Serve has no body limit) or
+    misses its deadline: ``body_timeout_s`` plus a second per ``min_body_bytes_per_s`` of it (of what has arrived,
+    when no Content-Length says). A client that sends headers and then stalls holds its slot that long at most."""
+    limit = limits.max_body_bytes
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    expected = int(declared) if declared and declared.isdigit() else None
+    if expected is not None and expected > limit:
         raise TooLarge(f"request body is {declared} bytes; the limit is {limit}", code="request_too_large")
+    started = time.monotonic()
     chunks, size = [], 0
-    async for chunk in request.stream():
+    stream = request.stream()
+    while True:
+        allowed = limits.body_timeout_s + (expected if expected is not None else size) / limits.min_body_bytes_per_s
+        try:
+            chunk = await asyncio.wait_for(anext(stream), max(0.0, started + allowed - time.monotonic()))
+        except StopAsyncIteration:
+            break
+        except TimeoutError:
+            raise BodyTimeout(
+                f"the request body did not arrive within {allowed:.1f}s ({size} bytes received)", code="body_timeout"
+            ) from None
         size += len(chunk)
         if size > limit:
             raise TooLarge(f"request body exceeds the limit of {limit} bytes", code="request_too_large")
@@ -221,8 +241,10 @@ class ImagesIngress:
 
     @staticmethod
     def deployment_options(config: ServiceConfig) -> dict[str, Any]:
-        """The ingress only awaits: it takes many requests at once on a quarter of a CPU."""
-        return {"max_ongoing_requests": 256, "ray_actor_options": {"num_cpus": 0.25}, **config.ingress_options}
+        """The ingress only awaits: it takes many requests at once on a quarter of a CPU. Its slots are many,
+        because a client still sending its body holds one (up to ``limits.body_timeout_s``): a few hundred slow
+        sockets must not fill them. What protects the GPU is the model deployments' own queue bounds."""
+        return {"max_ongoing_requests": 4096, "ray_actor_options": {"num_cpus": 0.25}, **config.ingress_options}
 
     def __init__(self, models: dict[str, DeploymentHandle], config: ServiceConfig):
         self.config = config
@@ -257,7 +279,7 @@ class ImagesIngress:
         self.check_api_key(request.headers.get("authorization"))
         limits = self.config.limits
         require_content_type(request, "application/json")
-        params = parse_json_body(await read_body(request, limits.max_body_bytes))
+        params = parse_json_body(await read_body(request, limits))
         target = self._route(request, params)
         image_request = build_generation_request(params, limits, target)
         if params.stream:
@@ -269,7 +291,7 @@ class ImagesIngress:
         self.check_api_key(request.headers.get("authorization"))
         limits = self.config.limits
         require_content_type(request, "multipart/form-data")
-        await read_body(request, limits.max_body_bytes)
+        await read_body(request, limits)
         fields, images, mask = await self._read_form(request)
         params = parse_form_fields(fields)
         target = self._route(request, params)

@@ -6,9 +6,10 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+import yaml
 
 from deployments.engine.parallel import free_port
-from tests.helpers import BATCH_CONFIG, PROD_CONFIG, TEST_CONFIG, TIGHT_CONFIG, TIMEOUT_CONFIG, served_app
+from tests.helpers import BATCH_CONFIG, PROD_CONFIG, REPO, TEST_CONFIG, TIGHT_CONFIG, TIMEOUT_CONFIG, served_app
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,9 @@ def ray_cluster() -> Iterator[dict[str, int]]:
         _metrics_export_port=ports["metrics"],
         _system_config={"metrics_report_interval_ms": 1000},
     )
-    serve.start(http_options={"host": "127.0.0.1", "port": ports["http"]})
+    # The quick start's proxy options (keep-alive bound), on a free port of this machine's loopback.
+    quick_start = yaml.safe_load((REPO / "serve_config.yaml").read_text())["http_options"]
+    serve.start(http_options={**quick_start, "host": "127.0.0.1", "port": ports["http"]})
     yield ports
     serve.shutdown()
     ray.shutdown()

@@ -6,10 +6,12 @@ import contextlib
 import io
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+REPO = Path(__file__).resolve().parents[1]
 TEST_LIMITS = {
     "max_body_bytes": 2 * 1024 * 1024,
     "max_reference_images": 4,
