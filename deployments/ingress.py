@@ -454,17 +454,42 @@ class ImagesIngress:
         response = self._handle(target).generate.remote(image_request)
         with model_errors(name, timeout):
             try:
-                return await asyncio.wait_for(response, timeout)
-            except (TimeoutError, asyncio.CancelledError):
+                return await self._while_served(name, asyncio.wait_for(response, timeout))
+            except (TimeoutError, asyncio.CancelledError, Unavailable):
                 response.cancel()  # the replica stops the run at its next step instead of finishing it for no one
                 raise
 
     async def _require_replica(self, name: str) -> None:
         """Answer at once (503 + Retry-After) when the model has no running replica, instead of letting the
         request wait for a replacement to load and warm up; ``limits.no_replica_wait_s`` waits that long first."""
-        if await self.replicas.wait_for_running(name, self.config.limits.no_replica_wait_s):
-            return
-        raise Unavailable(
+        if not await self.replicas.wait_for_running(name, self.config.limits.no_replica_wait_s):
+            raise self._no_replica(name)
+
+    async def _while_served(self, name: str, call: Awaitable[Any]) -> Any:
+        """``call``'s result, unless the model is left without a running replica first (its only one died after
+        the request was routed): then Serve would hold the request until a replacement is warm, so it is answered
+        503 as a new request would be."""
+        waiting = asyncio.ensure_future(call)
+        watch = asyncio.ensure_future(self._until_unserved(name))
+        try:
+            await asyncio.wait({waiting, watch}, return_when=asyncio.FIRST_COMPLETED)
+            if waiting.done():
+                return waiting.result()
+            return watch.result()  # raises Unavailable
+        finally:
+            watch.cancel()
+            waiting.cancel()
+
+    async def _until_unserved(self, name: str) -> None:
+        """Raise Unavailable once ``name`` has had no running replica for ``limits.no_replica_wait_s``."""
+        while True:
+            await self.replicas.until_none_running(name)
+            if not await self.replicas.wait_for_running(name, self.config.limits.no_replica_wait_s):
+                raise self._no_replica(name)
+
+    @staticmethod
+    def _no_replica(name: str) -> Unavailable:
+        return Unavailable(
             f"model {name} has no running replica right now (starting or being replaced); retry shortly",
             retry_after_s=10,
             code="no_replica",
@@ -480,8 +505,8 @@ class ImagesIngress:
         events = handle.generate_stream.remote(image_request, params.partial_images or 0)
         with model_errors(name, timeout):  # errors before the first event still get a proper status code
             try:
-                first = await asyncio.wait_for(events.__anext__(), timeout)
-            except (TimeoutError, asyncio.CancelledError):
+                first = await self._while_served(name, asyncio.wait_for(events.__anext__(), timeout))
+            except (TimeoutError, asyncio.CancelledError, Unavailable):
                 events.cancel()
                 raise
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
+import signal
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import openai
+import psutil
 import pytest
 import ray
 from ray import serve
@@ -260,6 +263,45 @@ def test_model_without_a_running_replica_is_answered_at_once(ray_cluster: dict[s
     assert still_down, "the replacement came up before the request: the window was not tested"
     assert response.status_code == 503 and response.json()["error"]["code"] == "no_replica", response.text
     assert int(response.headers["retry-after"]) > 0 and elapsed < 2.0, elapsed
+    assert recovered
+
+
+def replica_pid(app: str, deployment: str = "Flux2Model-flux2") -> int:
+    """The process of the app's only replica of ``deployment`` (Ray titles it ``ray::ServeReplica:<app>:<dep>``)."""
+    title = f"ServeReplica:{app}:{deployment}"
+    pids = [p.pid for p in psutil.process_iter(["cmdline"]) if any(title in part for part in p.info["cmdline"] or [])]
+    assert len(pids) == 1, pids
+    return pids[0]
+
+
+def test_replica_sigkilled_under_traffic_fails_fast(ray_cluster: dict[str, int]) -> None:
+    """SIGKILL of the only replica while a request is sent every 0.5 s: each is answered 503 + Retry-After within
+    a second or served by a live replica; none is held for the replacement's warm-up (the controller lists the
+    dead replica as RUNNING for seconds after the kill)."""
+    answers: list[tuple[float, float, str]] = []  # (sent, seconds to answer, outcome)
+
+    def send(client: httpx.Client, seed: int) -> None:
+        sent = time.monotonic()
+        result = outcome(lambda: client.post("/v1/images/generations", json={"prompt": "a cat", "seed": seed}))
+        answers.append((sent, time.monotonic() - sent, result))
+
+    with slow_start_app("crash", 0, ray_cluster["http"]) as url, httpx.Client(base_url=url, timeout=60) as client:
+        with ThreadPoolExecutor(8) as pool:
+            for seed in range(50):
+                if seed == 4:
+                    killed = time.monotonic()
+                    os.kill(replica_pid("crash"), signal.SIGKILL)
+                pool.submit(send, client, seed)
+                time.sleep(0.5)
+        recovered = wait_until(
+            lambda: client.post("/v1/images/generations", json={"prompt": "a cat"}).status_code == 200, 120, 1
+        )
+    after = [(sent - killed, took, result) for sent, took, result in sorted(answers) if sent >= killed]
+    counts = Counter(result for _, _, result in after)
+    record("replica_sigkilled", {"sent_after_kill": len(after), **counts, "slowest_s": max(t for _, t, _ in after)})
+    assert set(counts) <= {"succeeded", "rejected"} and counts["rejected"] >= 1, counts
+    held = [(round(at, 1), round(took, 1), result) for at, took, result in after if took > 1.5]
+    assert not held, f"answers that waited (sent s after the kill, seconds, outcome): {held}"
     assert recovered
 
 
