@@ -7,10 +7,13 @@ import io
 import itertools
 import math
 import os
+import re
 import struct
 import warnings
 import zlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -19,29 +22,40 @@ from deployments.config import SIZE_MULTIPLE, Limits, on_grid
 from deployments.errors import InvalidRequest, TooLarge
 
 OUTPUT_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
-ACCEPTED_INPUT_FORMATS = {"PNG", "JPEG", "MPO", "WEBP"}  # MPO: the JPEG that many phone cameras write
+REASON_CHARS = 200  # a decoder's complaint quoted in a 400, bounded: it may echo the client's bytes
 
 
-def _open(data: bytes, limits: Limits, param: str) -> Image.Image:
+@dataclass(frozen=True)
+class Accepts:
+    """The container formats one upload field takes, and how a file of another format is refused."""
+
+    formats: frozenset[str]
+    wanted: str
+    code: str
+
+
+# MPO: the JPEG that many phone cameras write.
+IMAGE_FORMATS = Accepts(frozenset({"PNG", "JPEG", "MPO", "WEBP"}), "send PNG, JPEG or WebP", "invalid_image_format")
+MASK_FORMATS = Accepts(frozenset({"PNG"}), "a mask must be a PNG with an alpha channel", "invalid_mask")
+
+
+def _decode(
+    data: bytes, limits: Limits, param: str, accepts: Accepts, to_array: Callable[[Image.Image], np.ndarray]
+) -> np.ndarray:
+    """The one guarded step every uploaded byte passes: open, format and pixel checks, load, EXIF
+    orientation and ``to_array`` (mode conversion). Pillow's parsers raise almost any exception type on
+    hostile bytes (in metadata too: EXIF, ICC, text chunks), so any failure here is a 400 on ``param``."""
     if not data:
         raise InvalidRequest(f"{param} is an empty file", param=param, code="invalid_image")
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a client's malformed metadata is no server-side warning
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-            if image.format not in ACCEPTED_INPUT_FORMATS:
-                raise InvalidRequest(
-                    f"{param} has unsupported format {image.format}; send PNG, JPEG or WebP",
-                    param=param,
-                    code="invalid_image_format",
-                )
-            if image.width * image.height > limits.max_input_pixels:
-                raise TooLarge(
-                    f"{param} is {image.width}x{image.height}, over the limit of {limits.max_input_pixels} pixels",
-                    param=param,
-                    code="image_too_large",
-                )
+            _check_format(image, param, accepts)
+            _check_pixels(image, limits, param)
             image.load()
+            return to_array(ImageOps.exif_transpose(image))
     except (InvalidRequest, TooLarge):
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # dimensions far past any limit
@@ -52,16 +66,36 @@ def _open(data: bytes, limits: Limits, param: str) -> Image.Image:
         ) from None
     except UnidentifiedImageError:
         raise InvalidRequest(f"{param} is not an image in a known format", param=param, code="invalid_image") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except Exception as exc:  # whatever a parser raises on client bytes is the client's 400
+        reason = f"{type(exc).__name__}: {exc}"[:REASON_CHARS]
         raise InvalidRequest(
-            f"{param} could not be decoded as an image ({exc})", param=param, code="invalid_image"
+            f"{param} could not be decoded as an image ({reason})", param=param, code="invalid_image"
         ) from exc
-    return image
+
+
+def _check_format(image: Image.Image, param: str, accepts: Accepts) -> None:
+    if image.format not in accepts.formats:
+        raise InvalidRequest(
+            f"{param} has unsupported format {image.format}; {accepts.wanted}", param=param, code=accepts.code
+        )
+
+
+def _check_pixels(image: Image.Image, limits: Limits, param: str) -> None:
+    """The bomb guard: the header's dimensions against the limit, before any pixel is decoded."""
+    if image.width * image.height > limits.max_input_pixels:
+        raise TooLarge(
+            f"{param} is {image.width}x{image.height}, over the limit of {limits.max_input_pixels} pixels",
+            param=param,
+            code="image_too_large",
+        )
 
 
 def decode_image(data: bytes, limits: Limits, param: str = "image") -> np.ndarray:
     """Decode an upload to an RGB uint8 array: EXIF orientation applied, transparency composited on white."""
-    image = ImageOps.exif_transpose(_open(data, limits, param))
+    return _decode(data, limits, param, IMAGE_FORMATS, lambda image: _rgb_array(image, limits, param))
+
+
+def _rgb_array(image: Image.Image, limits: Limits, param: str) -> np.ndarray:
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -72,12 +106,15 @@ def decode_image(data: bytes, limits: Limits, param: str = "image") -> np.ndarra
 
 
 def decode_mask(data: bytes, limits: Limits, size: tuple[int, int]) -> np.ndarray:
-    """OpenAI mask semantics: fully transparent pixels (alpha 0) are editable.
+    """OpenAI mask semantics: a PNG whose fully transparent pixels (alpha 0) are editable.
 
     Returns an (H, W) uint8 array, 255 where the image may change. The mask must have the size
     (width, height) of the first image.
     """
-    image = ImageOps.exif_transpose(_open(data, limits, "mask"))
+    return _decode(data, limits, "mask", MASK_FORMATS, lambda image: _editable_array(image, size))
+
+
+def _editable_array(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
     if image.size != size:
         raise InvalidRequest(
             f"mask is {image.width}x{image.height} but the first image is {size[0]}x{size[1]}; they must match",
@@ -114,16 +151,23 @@ def check_reference_size(width: int, height: int, limits: Limits, param: str) ->
         )
 
 
+# int() would also take signs, spaces, underscores, a trailing newline and non-ASCII digits; nine digits
+# at most keep any int() far from Python's digit limit (every real size fails the checks below).
+_SIZE = re.compile(r"([1-9][0-9]{0,8})x([1-9][0-9]{0,8})")
+
+
 def parse_size(size: str | None, limits: Limits) -> tuple[int, int] | None:
     """``WxH`` → (width, height), validated; ``auto`` or None → None (the caller decides)."""
     if size is None or size == "auto":
         return None
-    try:
-        width, height = (int(part) for part in size.lower().split("x"))
-    except ValueError:
+    spelled = _SIZE.fullmatch(size)
+    if spelled is None:
         raise InvalidRequest(
-            f"size must be 'auto' or 'WIDTHxHEIGHT', got {size!r}", param="size", code="invalid_size"
-        ) from None
+            f"size must be 'auto' or 'WIDTHxHEIGHT' in ASCII digits with a lowercase x (e.g. '1024x768'), got {size!r}",
+            param="size",
+            code="invalid_size",
+        )
+    width, height = int(spelled[1]), int(spelled[2])
     if not on_grid(width, height):
         raise InvalidRequest(
             f"size {width}x{height}: width and height must be multiples of {SIZE_MULTIPLE}",

@@ -83,22 +83,23 @@ class ImageEditRequest(ImageParams):
     """``POST /v1/images/edits``: the text fields of the multipart form, beside the ``image`` files and ``mask``."""
 
 
-def _describe(error: dict[str, Any]) -> tuple[str | None, str]:
-    param = ".".join(str(part) for part in error["loc"]) or None
+def _describe(error: dict[str, Any]) -> tuple[str, str]:
+    """(param, message) of an error inside the body; a nested object of the wrong type (``"lora": ["x"]``)
+    is a bad value of that field, not a bad body."""
+    param = ".".join(str(part) for part in error["loc"])
     if error["type"] == "extra_forbidden":
         return param, f"Unknown parameter: '{param}'."
     if error["type"] == "missing":
         return param, f"Missing required parameter: '{param}'."
-    if error["type"] in ("json_invalid", "model_type", "model_attributes_type"):
-        return None, f"Request body must be a JSON object: {error['msg']}."
     return param, f"Invalid value for '{param}': {error['msg']}."
 
 
 def _invalid(exc: ValidationError) -> InvalidRequest:
     error = exc.errors(include_url=False)[0]
+    if not error["loc"]:  # the body itself: not JSON, or JSON that is not an object
+        return InvalidRequest(f"Request body must be a JSON object: {error['msg']}.", param=None, code="invalid_json")
     param, message = _describe(error)
-    code = "invalid_json" if error["type"] in ("json_invalid", "model_type", "model_attributes_type") else None
-    return InvalidRequest(message, param=param, code=code or "invalid_value")
+    return InvalidRequest(message, param=param, code="invalid_value")
 
 
 def parse_json_body(body: bytes) -> ImageGenerationRequest:

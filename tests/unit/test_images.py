@@ -70,6 +70,53 @@ def test_only_png_jpeg_and_webp_are_accepted(fmt: str) -> None:
     assert err.value.code == "invalid_image_format" and fmt in err.value.message
 
 
+def with_png_chunk(data: bytes, kind: bytes, body: bytes) -> bytes:
+    """``data`` (a PNG) with one more chunk, CRC and all, before its first IDAT."""
+    at = data.index(b"IDAT") - 4
+    chunk = struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    return data[:at] + chunk + data[at:]
+
+
+JUNK_EXIF = b"\xde\xad\xbe\xef" * 10
+
+
+def transparent_png() -> bytes:
+    return encode(Image.new("RGBA", (128, 128), (0, 0, 0, 0)))  # a good mask: every pixel editable
+
+
+def junk_exif_file(fmt: str) -> bytes:
+    """A good transparent image but for its EXIF block: 40 bytes of 0xdeadbeef, which is no TIFF header."""
+    if fmt == "PNG":
+        return with_png_chunk(transparent_png(), b"eXIf", JUNK_EXIF)
+    return encode(Image.new("RGBA", (128, 128), (0, 0, 0, 0)), fmt, exif=JUNK_EXIF)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_junk_exif_is_a_400_on_the_image(fmt: str) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        decode_image(junk_exif_file(fmt), LIMITS, "image[1]")
+    assert err.value.param == "image[1]" and err.value.code == "invalid_image"
+    assert "could not be decoded" in err.value.message
+
+
+@pytest.mark.parametrize("fmt,code", [("PNG", "invalid_image"), ("WEBP", "invalid_mask")])
+def test_junk_exif_is_a_400_on_the_mask(fmt: str, code: str) -> None:
+    assert decode_mask(transparent_png(), LIMITS, (128, 128)).all()  # the same mask without the junk is good
+    with pytest.raises(InvalidRequest) as err:
+        decode_mask(junk_exif_file(fmt), LIMITS, (128, 128))
+    assert err.value.param == "mask" and err.value.code == code
+
+
+@pytest.mark.parametrize("fmt", ["WEBP", "GIF"])
+def test_masks_are_png_only(fmt: str) -> None:
+    """A mask is a PNG, as in OpenAI's API; a transparent WebP or GIF is refused as a mask, by name."""
+    mask = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    with pytest.raises(InvalidRequest) as err:
+        decode_mask(encode(mask, fmt), LIMITS, (64, 64))
+    assert err.value.param == "mask" and err.value.code == "invalid_mask"
+    assert fmt in err.value.message and "PNG" in err.value.message
+
+
 def test_mask_alpha_zero_is_editable() -> None:
     mask = Image.new("RGBA", (64, 32), (0, 0, 0, 255))
     mask.paste((0, 0, 0, 0), (0, 0, 16, 32))
@@ -78,11 +125,21 @@ def test_mask_alpha_zero_is_editable() -> None:
     assert (editable[:, :16] == 255).all() and (editable[:, 16:] == 0).all()
 
 
-@pytest.mark.parametrize(
-    "size,expected", [("auto", None), (None, None), ("1024x768", (1024, 768)), ("64X64", (64, 64))]
-)
+@pytest.mark.parametrize("size,expected", [("auto", None), (None, None), ("1024x768", (1024, 768))])
 def test_parse_size(size: str | None, expected: tuple[int, int] | None) -> None:
     assert parse_size(size, LIMITS) == expected
+
+
+ODD_SPELLINGS_OF_64X64 = ["6_4x64", "+64x64", " 64x64", "\t64x64", "64x64\n", "64X64", "064x64"]
+NON_ASCII_DIGITS = ["\uff16\uff14x64", "\u0666\u0664x64"]  # full-width and Arabic-Indic 64
+
+
+@pytest.mark.parametrize("size", ODD_SPELLINGS_OF_64X64 + NON_ASCII_DIGITS)
+def test_parse_size_takes_only_ascii_digits_and_a_lowercase_x(size: str) -> None:
+    """int() would read each of these as 64: the size is spelled one way only, as OpenAI documents it."""
+    with pytest.raises(InvalidRequest) as err:
+        parse_size(size, LIMITS)
+    assert err.value.param == "size" and err.value.code == "invalid_size"
 
 
 def test_auto_size_snaps_and_scales_into_limits() -> None:
