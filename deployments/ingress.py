@@ -9,7 +9,6 @@ import asyncio
 import json
 import logging
 import math
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import contextmanager
@@ -73,8 +72,13 @@ logger = logging.getLogger("ray.serve")
 
 IMAGE_FIELDS = ("image", "image[]")
 STATIC = files("deployments").joinpath("static")
-STATIC_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 STATIC_TYPES = {"js": "text/javascript", "css": "text/css", "png": "image/png", "svg": "image/svg+xml"}
+# The files the page may ask for, listed once: a request's name is looked up here and never reaches the file system.
+STATIC_FILES = {
+    item.name: STATIC_TYPES[item.name.rpartition(".")[2]]
+    for item in STATIC.iterdir()
+    if item.is_file() and item.name.rpartition(".")[2] in STATIC_TYPES
+}
 DESCRIBE_TIMEOUT_S = 5.0
 
 # The one table from error class to HTTP status. Subclasses come before their base class.
@@ -301,14 +305,14 @@ class ImagesIngress:
             return await self._stream(target, image_request, params, "image_edit")
         return await self._generate(request, target, image_request, params, arrived)
 
-    @app.get("/v1/models", response_model=ModelList, responses=ERRORS)
+    @app.api_route("/v1/models", response_model=ModelList, methods=["GET", "HEAD"], responses=ERRORS)
     async def list_models(self, request: Request) -> dict[str, Any]:
         """Answered from the config and what the replicas said of themselves earlier: never waits for a replica."""
         self.check_api_key(request.headers.get("authorization"))
         self._describe_in_background()
         return {"object": "list", "data": [card for name in self.model_configs for card in self._cards(name)]}
 
-    @app.get("/v1/models/{model_id:path}", response_model=ModelCard, responses=ERRORS)
+    @app.api_route("/v1/models/{model_id:path}", response_model=ModelCard, methods=["GET", "HEAD"], responses=ERRORS)
     async def retrieve_model(self, model_id: str, request: Request) -> dict[str, Any]:
         self.check_api_key(request.headers.get("authorization"))
         self._describe_in_background()
@@ -323,17 +327,17 @@ class ImagesIngress:
 
     @app.get("/static/{name}", include_in_schema=False)
     async def static_file(self, name: str) -> Response:
-        """The playground's scripts, styles and images: flat file names only, so no path leaves the folder."""
-        kind = STATIC_TYPES.get(name.rpartition(".")[2])
-        if kind is None or not STATIC_NAME.fullmatch(name) or not STATIC.joinpath(name).is_file():
-            raise NotFound(f"no static file {name!r}", code="not_found")
-        return Response(STATIC.joinpath(name).read_bytes(), media_type=kind, headers={"cache-control": "no-cache"})
+        """The playground's scripts, styles and images: only the files of ``STATIC_FILES``."""
+        if name not in STATIC_FILES:
+            raise NotFound(f"no static file {name[:100]!r}", code="not_found")
+        headers = {"cache-control": "no-cache"}
+        return Response(STATIC.joinpath(name).read_bytes(), media_type=STATIC_FILES[name], headers=headers)
 
-    @app.get("/healthz")
+    @app.api_route("/healthz", methods=["GET", "HEAD"])
     async def healthz(self) -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.api_route("/readyz", methods=["GET", "HEAD"])
     async def readyz(self) -> JSONResponse:
         """Ready when every model has a running replica, by the controller's account.
 
@@ -360,8 +364,7 @@ class ImagesIngress:
             raise
         finally:
             model = getattr(request.state, "model", "")
-            images = getattr(request.state, "images", 0)
-            self.metrics.observe(request.url.path, model, status, time.perf_counter() - started, images)
+            self.metrics.observe(request.url.path, model, status, time.perf_counter() - started)
 
     def _route(self, request: Request, params: ImageParams) -> Route:
         target = route(params, self.model_configs, self.config.default_model)
@@ -388,6 +391,8 @@ class ImagesIngress:
                 lora[key].append(value)
             elif key in IMAGE_FIELDS or key == "mask":
                 data = await value.read() if isinstance(value, UploadFile) else value.encode()
+                if key == "mask" and mask is not None:
+                    raise InvalidRequest("field 'mask' was sent more than once", param="mask", code="invalid_value")
                 if key == "mask":
                     mask = data
                 else:
@@ -412,7 +417,7 @@ class ImagesIngress:
         name = target.model.served_name
         result = await self._call_model(target, image_request)
         returned = time.time()
-        request.state.images = len(result.images)
+        self.metrics.images_out(name, len(result.images))
         # Encoding images and rendering megabytes of base64 JSON take milliseconds: not on the event loop.
         content = await asyncio.to_thread(images_response, result, params)
         done = time.time()
@@ -517,6 +522,7 @@ class ImagesIngress:
                     for payload in await asyncio.to_thread(stream_payloads, event, params, event_prefix):
                         yield f"event: {payload['type']}\ndata: {json.dumps(payload)}\n\n"
                     if isinstance(event, ImageResult):
+                        self.metrics.images_out(name, len(event.images))
                         return
                     with model_errors(name, timeout):
                         event = await events.__anext__()

@@ -31,11 +31,13 @@ class IngressMetrics:
         for model in models:
             publish_zero(self.images, {"model": model})
 
-    def observe(self, route: str, model: str, status: int, latency_s: float, images: int = 0) -> None:
+    def observe(self, route: str, model: str, status: int, latency_s: float) -> None:
         self.requests.inc(tags={"route": route, "model": model, "status": str(status)})
         self.latency.observe(latency_s, tags={"route": route, "model": model})
-        if images:
-            self.images.inc(images, tags={"model": model})
+
+    def images_out(self, model: str, images: int) -> None:
+        """Images sent to a client: a response's, or a stream's ``.completed`` events, which end after its status."""
+        self.images.inc(images, tags={"model": model})
 
 
 class ModelMetrics:

@@ -143,3 +143,27 @@ def test_openapi_describes_both_image_bodies(client: httpx.Client) -> None:
     for path in ("/v1/images/generations", "/v1/images/edits", "/v1/models"):
         operation = next(iter(schema["paths"][path].values()))
         assert {"200", "400"} <= set(operation["responses"])
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/v1/models", "/v1/models/tiny-dev"])
+def test_head_answers_as_get_does(client: httpx.Client, path: str) -> None:
+    """Load balancers and uptime checks probe with HEAD: the status and headers of GET, no body."""
+    got, head = client.get(path), client.head(path)
+    assert head.status_code == got.status_code == 200 and head.content == b""
+    assert head.headers["content-type"] == got.headers["content-type"]
+
+
+@pytest.mark.parametrize("name", ["a" * 300 + ".js", "../ingress.py", "%2e%2e%2fconfig.js", "index.html", "x.js"])
+def test_unknown_static_files_are_a_404(client: httpx.Client, name: str) -> None:
+    error = assert_error(client.get(f"/static/{name}"), 404, "not_found")
+    assert len(error["message"]) < 200
+    assert client.get("/static/playground.js").status_code == 200
+
+
+def test_a_second_mask_is_refused(client: httpx.Client) -> None:
+    mask = io.BytesIO()
+    Image.new("RGBA", (64, 64), (0, 0, 0, 0)).save(mask, format="PNG")
+    files = [("image", ("a.png", png_bytes(64, 64), "image/png"))] + [
+        ("mask", (f"m{i}.png", mask.getvalue(), "image/png")) for i in range(2)
+    ]
+    assert_error(client.post("/v1/images/edits", data={"prompt": "x"}, files=files), 400, "invalid_value", "mask")

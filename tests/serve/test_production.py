@@ -121,6 +121,38 @@ def test_prometheus_metrics_are_exported(prod_url: str, ray_cluster: dict[str, i
     assert wait_until(scraped_all, timeout_s=90, interval_s=2), [n for n in wanted if n not in text]
 
 
+def images_out(metrics_port: int, app: str) -> float | None:
+    """``ray_flux2_images_out_total`` of ``app`` in a scrape of this node's metrics (None before it is exported)."""
+    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+    prefix = "ray_flux2_images_out_total{"
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix) and app in line]
+    return sum(values) if values else None
+
+
+def settled_images_out(metrics_port: int, app: str) -> float:
+    """The counter once two scrapes 3 s apart agree: what earlier requests added has reached the exporter."""
+    previous = None
+    for _ in range(30):
+        current = images_out(metrics_port, app)
+        if current is not None and current == previous:
+            return current
+        previous = current
+        time.sleep(3)
+    raise AssertionError(f"ray_flux2_images_out_total of {app} did not settle: {previous}")
+
+
+def test_images_out_counts_streamed_and_answered_images(prod_url: str, ray_cluster: dict[str, int]) -> None:
+    port = ray_cluster["metrics"]
+    before = settled_images_out(port, "prod")
+    with httpx.Client(base_url=prod_url, timeout=60, headers=AUTH) as client:
+        assert client.post("/v1/images/generations", json={"prompt": "a cat", "n": 2}).status_code == 200
+        with client.stream("POST", "/v1/images/generations", json={"prompt": "a cat", "n": 2, "stream": True}) as s:
+            completed = sum(line.startswith("event: image_generation.completed") for line in s.iter_lines())
+    assert completed == 2
+    assert wait_until(lambda: images_out(port, "prod") == before + 4, 60, 1), (before, images_out(port, "prod"))
+    assert settled_images_out(port, "prod") == before + 4
+
+
 DOCUMENTED = [Path(__file__).resolve().parents[2] / name for name in ("README.md", "docs/operations.md")]
 
 
