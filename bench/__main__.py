@@ -21,6 +21,7 @@ SUITES = {
     "ready": ("bench.ready", "replica ready time, cold then warm compile cache, each in a fresh process"),
     "mixed": ("bench.mixed", "mixed back-to-back requests of several sizes: OOMs, GPU idle time, latency per shape"),
     "adapters": ("bench.adapters", "LoRA adapters: first load, switch times, step cost, recompiles, fp8 deviation"),
+    "soak": ("bench.soak", "a long mixed run against a running server: lost or wrong answers, 5xx, counters, VRAM"),
     "eval": ("bench.eval.__main__", "edit quality: CLIP score, preservation outside the mask, latency, VRAM"),
     "cp-latency": ("bench.multi_gpu.cp_latency", "one request split over N GPUs (context parallel) vs one GPU"),
     "replica-scaling": ("bench.multi_gpu.replica_scaling", "images/s with 1..N one-GPU replicas, p95, autoscaling"),
