@@ -41,6 +41,7 @@ declare -A CASES=(
   [ladder-dev]="dev t2i, 50 steps: plain eager, engine, fp8, preset fast, + TaylorSeer, against both floors"
   [ladder-dev-edit]="dev edit 1 ref, 50 steps: fp8, preset fast, + TaylorSeer, against both floors"
   [serve-klein4b-preset]="klein-4B through Ray Serve with preset fast, plain diffusers timed first in the process"
+  [soak-klein4b]="serve run of bench/lab/soak-klein4b.yaml, then python -m bench soak for what the call leaves (≤ 6 min)"
 )
 
 if [[ -z ${1:-} || -z ${CASES[$1]:-} ]]; then
@@ -64,6 +65,40 @@ run() {  # run <name> <suite> <options...>: python -m bench, logged, with how lo
 
 PLAIN=compile=none,compile_vae=false,compile_text_encoder=false  # the diffusers pipeline call as is
 
+ready() {  # whether the server on :8000 answers /readyz with 200
+  python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:8000/readyz', timeout=5)" 2>/dev/null
+}
+
+soak_klein4b() {  # Ray with its metrics on :8080, serve run in a session of its own, the soak, then all of it stopped
+  local end=585 serve duration
+  python3 -m bench soak --write-adapters /tmp/soak-loras --source random-klein-4b --adapters a,b --rank 4 \
+    >"$OUT/soak-adapters.log" 2>&1 || { echo "== adapters failed"; tail -n 5 "$OUT/soak-adapters.log"; return 1; }
+  python3 -m ray.scripts.scripts start --head --num-gpus 1 --metrics-export-port 8080 --include-dashboard false \
+    --disable-usage-stats --system-config '{"metrics_report_interval_ms": 2000}' >"$OUT/soak-ray.log" 2>&1 || return 1
+  setsid python3 -m ray.serve.scripts run -a auto bench/lab/soak-klein4b.yaml >"$OUT/soak-serve.log" 2>&1 </dev/null &
+  serve=$!
+  until ready || ! kill -0 $serve 2>/dev/null || ((SECONDS > 450)); do sleep 5; done
+  duration=$((end - SECONDS - 60))  # what the drain, the counters' settling and the stop need after the traffic
+  ((duration > 360)) && duration=360
+  if ready && ((duration >= 60)); then
+    echo "== ready at $SECONDS s; soak for $duration s"
+    timeout $((end - SECONDS - 15)) python3 -m bench soak --url http://127.0.0.1:8000 --duration $duration \
+      --workers 4 --burst 24 --sizes 1024x1024,512x512 --off-sizes 768x768 --adapters a,b --max-n 4 \
+      --metrics-url http://127.0.0.1:8080/metrics --metrics-app flux2 --json "$OUT/soak-klein4b.json" \
+      >"$OUT/soak-klein4b.log" 2>&1
+    echo "== soak-klein4b: exit $? at $SECONDS s"
+    tail -n 12 "$OUT/soak-klein4b.log"
+  else
+    echo "== not ready at $SECONDS s: no soak"
+    tail -n 20 "$OUT/soak-serve.log"
+  fi
+  kill -TERM -- -$serve 2>/dev/null  # serve run's session (a background job ignores SIGINT), then the cluster
+  python3 -m ray.scripts.scripts stop --force >>"$OUT/soak-ray.log" 2>&1
+  kill -KILL -- -$serve 2>/dev/null
+  tar -C /tmp/ray/session_latest/logs -czf "$OUT/soak-ray-logs.tgz" serve
+  echo "== stopped at $SECONDS s"
+}
+
 case $1 in
   ladder-klein4b)
     C=compile_cache_dir=/tmp/cck,compile=regional
@@ -80,6 +115,7 @@ case $1 in
     run ladder-dev-edit options --source random-dev --steps 50 --repeats 2 --floors --shapes 1024x1024+1 \
       --baseline $C,$F --variant $C,preset=fast --variant "$C,preset=fast,$T4"
     ;;
+  soak-klein4b) soak_klein4b ;;
   serve-klein4b-preset)
     run serve-klein4b-preset serve --source random-klein-4b --cache /tmp/cck --n 10 --steps 4 --formats png,jpeg \
       --option preset=fast,device_jpeg=true --plain
