@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from diffusers import Flux2KleinPipeline
 from peft import LoraConfig
+from peft.tuners.lora import LoraLayer
 from peft.utils import get_peft_model_state_dict
 from safetensors.torch import save_file
 
@@ -36,22 +37,44 @@ KOHYA_MODULES = {
 
 
 def save_peft_lora(
-    transformer: torch.nn.Module, folder: Path, *, seed: int, rank: int = 4, alpha: float = 4, **config: object
+    transformer: torch.nn.Module,
+    folder: Path,
+    *,
+    seed: int,
+    rank: int = 4,
+    alpha: float = 4,
+    relative_norm: float | None = None,
+    **config: object,
 ) -> Path:
     """A random PEFT adapter on ``DIFFUSERS_TARGETS`` saved with diffusers' keys and metadata; ``config`` goes to
-    LoraConfig (``rank_pattern``, ``alpha_pattern``, ...). ``transformer`` is copied, not changed."""
+    LoraConfig (``rank_pattern``, ``alpha_pattern``, ...). ``transformer`` is copied, not changed.
+
+    PEFT's random init (``init_lora_weights=False``) makes ||BA|| about 0.6 ||W|| on every layer (times alpha / r
+    in effect), far over a trained LoRA's 1-5 %; ``relative_norm`` rescales each B to give that ratio instead."""
     model = copy.deepcopy(transformer)
     torch.manual_seed(seed)
     lora = LoraConfig(
         r=rank, lora_alpha=alpha, target_modules=list(DIFFUSERS_TARGETS), init_lora_weights=False, **config
     )
     model.add_adapter(lora, adapter_name="trained")
+    if relative_norm is not None:
+        _set_relative_norm(model, "trained", relative_norm)
     Flux2KleinPipeline.save_lora_weights(
         folder,
         transformer_lora_layers=get_peft_model_state_dict(model, adapter_name="trained"),
         transformer_lora_adapter_metadata=lora.to_dict(),
     )
     return folder / "pytorch_lora_weights.safetensors"
+
+
+def _set_relative_norm(model: torch.nn.Module, adapter: str, ratio: float) -> None:
+    """Scale every B of ``adapter`` so that its layer's alpha / r * ||BA||_F is ``ratio`` * ||W||_F."""
+    with torch.no_grad():
+        for layer in model.modules():
+            if isinstance(layer, LoraLayer) and adapter in layer.lora_A:
+                down, up = layer.lora_A[adapter].weight, layer.lora_B[adapter].weight
+                delta = layer.scaling[adapter] * torch.linalg.matrix_norm(up @ down)
+                up.mul_(ratio * torch.linalg.matrix_norm(layer.get_base_layer().weight) / delta)
 
 
 def save_kohya_lora(transformer: torch.nn.Module, folder: Path, *, seed: int, rank: int = 6) -> tuple[Path, Path]:

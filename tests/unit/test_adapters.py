@@ -4,6 +4,7 @@ recompiles when switching on a compiled model."""
 
 from __future__ import annotations
 
+import itertools
 import pickle
 from pathlib import Path
 
@@ -42,8 +43,8 @@ def _image(pipeline, seed: int = 0) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, Path]:
-    """Adapter files for the tiny klein transformer: three PEFT ones (one with rank and alpha patterns), a kohya
-    one and its diffusers-key twin."""
+    """Adapter files for the tiny klein transformer: three PEFT ones (one with rank and alpha patterns), one at a
+    trained LoRA's strength (``trained``), a kohya one and its diffusers-key twin."""
     root = tmp_path_factory.mktemp("loras")
     transformer = build_tiny_klein().transformer
     kohya, kohya_twin = save_kohya_lora(transformer, root / "kohya", seed=3)
@@ -59,6 +60,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
             rank_pattern={"to_qkv_mlp_proj": 2},
             alpha_pattern={"linear_in": 8},
         ),
+        "trained": save_peft_lora(transformer, root / "trained", seed=5, rank=4, alpha=6, relative_norm=0.03),
         "kohya": kohya,
         "kohya_twin": kohya_twin,
     }
@@ -126,6 +128,40 @@ def test_slots_match_diffusers_own_lora_loading(files) -> None:
     kohya = _image(pipeline)
     manager.activate([("kohya_twin", 1.0)])
     assert torch.equal(_image(pipeline), kohya), "kohya names converted differently from their diffusers twin"
+
+
+def _rel_l2(image: torch.Tensor, reference: torch.Tensor) -> float:
+    return ((image - reference).norm() / reference.norm()).item()
+
+
+def test_a_scale_sweep_matches_diffusers_and_the_effect_grows_with_the_scale(files) -> None:
+    """Issue 23: each scale of a sweep gives diffusers' ``load_lora_weights`` + ``set_adapters(adapter_weights=)``
+    image, and the adapter's effect grows in proportion, so a scale that does not reach the graph fails.
+
+    Tolerance 2e-5 on [0, 1] pixels (1/200 of a uint8 level): both compute W x + s * alpha / r * B A x in
+    float32, the slots with alpha / r folded into B and the rank padded with zeros, PEFT with s * alpha / r as a
+    float after B; that reordering moves pixels by up to 1.9e-6 here, where scale 0.25 moves them by up to 1.8e-2.
+    ``trained`` (3 % of each layer's weight norm, as trained LoRAs are) keeps the model near linear in s: the
+    rel. L2 distance to the base image divided by s stays within 5 % of its value at 1 (asserted: 10 %)."""
+    pipeline = _pipeline()
+    base = _image(pipeline)
+    manager = AdapterManager(pipeline, _settings(files))
+    reference = _pipeline()
+    reference.load_lora_weights(str(files["trained"]), adapter_name="trained")
+    distances = {}
+    for scale in (0.25, 1.0, 2.0, 4.0):
+        manager.activate([("trained", scale)])
+        reference.set_adapters(["trained"], adapter_weights=[scale])
+        image = _image(pipeline)
+        torch.testing.assert_close(
+            image, _image(reference), atol=2e-5, rtol=0, msg=f"scale {scale}: the slots' image is not diffusers'"
+        )
+        distances[scale] = _rel_l2(image, base)
+    assert all(a < b for a, b in itertools.pairwise(distances.values())), (
+        f"the effect does not grow with the scale: {distances}"
+    )
+    per_scale = {scale: distance / scale / distances[1.0] for scale, distance in distances.items()}
+    assert all(0.9 < ratio < 1.1 for ratio in per_scale.values()), f"not proportional to the scale: {distances}"
 
 
 def test_a_request_gets_the_same_bytes_whatever_ran_before(files) -> None:
