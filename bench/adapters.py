@@ -13,10 +13,15 @@ build       from_config and warm-up seconds, the slots' and the whole model's VR
 first_load  each adapter read and switched in on first use (its file is in the page cache: written just before)
 steps       ``--n`` text-to-image requests without an adapter, then with ``b``: e2e, transformer step ms, peak VRAM
 switches    every kind of switch, ``--rounds`` times each, synchronised: a->b, b->a, to none, from none
-recompiles  dynamo graphs compiled after warm-up (target 0) and the engine's count of unwarmed shapes
+scale_sweep ``b`` at each of SCALES (issue 23): rel. L2 of the seed-0 image to the base image, beside the floor
+            under it, the slots on but empty (the slots' graph against the base graph)
+recompiles  dynamo graphs compiled after warm-up (target 0, the sweep included) and the count of unwarmed shapes
 
 ``deviation`` compares the images of seed 0: fp8 vs bf16, each with ``b`` and without, and what ``b`` changes.
-An engine that would not fit in what is left of ``--budget`` is skipped, and the JSON says so.
+``reference:scale_sweep`` runs the same sweep through diffusers' own LoRA on an eager engine with the same
+weights and no slots (``load_lora_weights``, then ``set_adapters(adapter_weights=[scale])``), and compares
+each engine's images with it. An engine or the reference that would not fit in what is left of ``--budget``
+is skipped, and the JSON says so.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from bench.cli import parse_overrides, suite_parser
 from bench.common import Deadline, Results, StepTimer, compare, cuda_ok, free_cuda, gib, log, make_request, sync
 from bench.engine import peak_vram_gib, timed_series
 from bench.options import deviation
-from deployments.config import AdapterSettings, AdapterSpec, ModelConfig, Shape
+from deployments.config import AdapterSettings, AdapterSpec, ModelConfig, Shape, stack_id
 from deployments.types import ImageRequest
 
 ADAPTERS = ("a", "b")  # one per --rank; the steps run with b
@@ -52,6 +57,9 @@ SWITCHES = (
     ("none->b, slot held a: rewritten and enabled", "b"),
     ("b->a", "a"),
 )
+SCALES = (0.25, 1.0, 2.0, 4.0)  # b's scale sweep
+EMPTY = "slots on, empty"  # the sweep's floor: the slots' graph with zeros in every slot
+REFERENCE_S = 60.0  # the eager reference: build, read b, five eager images (a generous guess, not measured)
 
 
 def ranks(text: str) -> tuple[int, int]:
@@ -80,8 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def write_adapter(transformer: torch.nn.Module, pipeline_class: type, folder: Path, rank: int, seed: int) -> Path:
     """A random rank-``rank`` adapter on every LoRA slot layer of ``transformer`` (its linears), saved with
-    diffusers' keys and PEFT's LoraConfig (alpha = rank: scale 1). B is small, as trained adapters' are: the
-    rank-64 one moved klein-4B's image by rel. L2 0.069 (docs/benchmarks.md)."""
+    diffusers' keys and PEFT's LoraConfig (alpha = rank: scale 1). B is small, as trained adapters' are: on
+    nn.Linear's init (the random models'), ||BA|| / ||W||, and a layer's output change on random inputs, are
+    0.02 * sqrt(3) = 3.5 % at any width and rank; the rank-64 one moved klein-4B's image by rel. L2 0.069."""
     from peft import LoraConfig
     from peft.tuners.lora import LoraLayer
 
@@ -113,16 +122,34 @@ def compiled_graphs() -> int:
     return torch._dynamo.utils.counters["stats"]["unique_graphs"]
 
 
-def request(args: argparse.Namespace, adapter: str | None, seed: int = 0) -> ImageRequest:
+def request(args: argparse.Namespace, adapter: str | None, seed: int = 0, scale: float = 1.0) -> ImageRequest:
     plain = make_request(args.size, args.size, 0, args.steps, seed=seed)
-    return dataclasses.replace(plain, adapters=((adapter, 1.0),) if adapter else ())
+    return dataclasses.replace(plain, adapters=((adapter, scale),) if adapter else ())
+
+
+def sweep_images(engine: Any, args: argparse.Namespace) -> dict[str, np.ndarray]:
+    """The seed-0 images of ``b`` at each of SCALES, by stack id (``b:0.25``, ...), and with the slots on but
+    empty (EMPTY): how far the slots' graph alone moves the base image, under which no scale's effect shows."""
+    with engine.adapters.warming():  # a request without adapters runs on the slots' graph, all slots zero
+        images = {EMPTY: engine.generate(request(args, None)).images[0]}
+    for scale in SCALES:
+        images[stack_id((("b", scale),))] = engine.generate(request(args, "b", scale=scale)).images[0]
+    return images
+
+
+def rel_l2(image: np.ndarray, reference: np.ndarray) -> float:
+    return round(deviation(image, reference)["rel_l2"], 5)
+
+
+def distances(images: dict[str, np.ndarray], base: np.ndarray) -> dict[str, float]:
+    return {label: rel_l2(image, base) for label, image in images.items()}
 
 
 def measure_engine(
     args: argparse.Namespace, res: Results, label: str, config: ModelConfig, folders: dict[str, Path]
 ) -> dict[str, np.ndarray]:
-    """One engine's sections, written to ``res`` as ``label:section``; returns its images of seed 0, without an
-    adapter (``none``) and with ``b``."""
+    """One engine's sections, written to ``res`` as ``label:section``; returns its images of seed 0: without an
+    adapter (``none``), with ``b``, and the scale sweep's."""
     from deployments.engine import Flux2Engine, warm_up
     from deployments.engine.adapters import SLOT_PREFIX
 
@@ -184,6 +211,9 @@ def measure_engine(
         "unit": f"ms, median of {args.rounds} (a->none, b->a: of {2 * args.rounds})"
     }
 
+    sweep = sweep_images(engine, args)
+    res[f"{label}:scale_sweep"] = {"adapter": "b", "rel_l2_to_base": distances(sweep, images["none"])}
+    images |= sweep
     images["b"] = engine.generate(request(args, "b")).images[0]
     engine.generate(request(args, "a"))  # each stack's graph has run after the switches
     res[f"{label}:recompiles"] = {
@@ -210,6 +240,29 @@ def deviation_of(images: dict[str, dict[str, np.ndarray]]) -> dict[str, Any]:
         "bf16+b vs bf16 (what b changes)": deviation(bf16["b"], bf16["none"]),
         "b's change, fp8 vs bf16": compare(delta["fp8"], delta["bf16"]),
     }
+
+
+def reference_images(args: argparse.Namespace, config: ModelConfig, folder: Path) -> dict[str, np.ndarray]:
+    """The sweep through diffusers' own LoRA: an eager engine without adapters (no slots: its pipeline is plain
+    diffusers, its call and seeds the engines'), ``b`` read by ``load_lora_weights``, each scale set by
+    ``set_adapters``; keyed as the engines' images."""
+    from deployments.engine import Flux2Engine
+
+    engine = Flux2Engine.from_config(config)
+    images = {"none": engine.generate(request(args, None)).images[0]}
+    engine.pipeline.load_lora_weights(str(folder), adapter_name="b")
+    for scale in SCALES:
+        engine.pipeline.set_adapters(["b"], adapter_weights=[scale])
+        images[stack_id((("b", scale),))] = engine.generate(request(args, None)).images[0]
+    return images
+
+
+def reference_sweep(reference: dict[str, np.ndarray], engines: dict[str, dict[str, np.ndarray]]) -> dict[str, Any]:
+    """The reference's own distances to its base image, and each engine's images against the reference's."""
+    figures: dict[str, Any] = {"rel_l2_to_base": distances(reference, reference["none"])}
+    for label, images in engines.items():
+        figures[f"{label} engine vs reference"] = {key: rel_l2(images[key], image) for key, image in reference.items()}
+    return figures
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -256,6 +309,20 @@ def main(argv: list[str] | None = None) -> None:
                 traceback.print_exc()
                 res[f"error:{label}"] = repr(exc)[:1000]
             torch._dynamo.reset()  # the next engine compiles its own graphs; this one's go with its weights
+            free_cuda()
+        if not folders["b"].exists():
+            res["skipped:reference"] = "no engine wrote adapter b"
+        elif not deadline.allows(REFERENCE_S):
+            res["skipped:reference"] = f"not enough time left ({deadline.left():.0f}s < {REFERENCE_S:.0f}s)"
+        else:
+            log(f"== reference: diffusers' LoRA, eager ({deadline.left():.0f}s left)")
+            overrides = {**parse_overrides(args.option), "compile": "none", "quantization": "none", "preset": "none"}
+            try:
+                reference = reference_images(args, ModelConfig(source=args.source, **overrides), folders["b"])
+                res["reference:scale_sweep"] = reference_sweep(reference, images)
+            except Exception as exc:  # the engines' figures are written already
+                traceback.print_exc()
+                res["error:reference"] = repr(exc)[:1000]
             free_cuda()
     if len(images) == 2:
         res["deviation"] = deviation_of(images)

@@ -1,8 +1,9 @@
 """The adapters suite on the tiny model on a CPU: its random PEFT adapters, and every section end to end
-(figures meaningless; no fp8 there, which must cost the bf16 figures nothing)."""
+(figures meaningless, but for the scale sweep; no fp8 there, which must cost the bf16 figures nothing)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from diffusers import Flux2KleinPipeline
 from peft.tuners.lora import LoraLayer
 
-from bench.adapters import SWITCHES, write_adapter
+from bench.adapters import EMPTY, SCALES, SWITCHES, write_adapter
 from deployments.config import AdapterSettings, AdapterSpec
 from deployments.engine.adapters import AdapterManager
 from deployments.engine.synthetic.tiny import build_tiny_klein
@@ -50,3 +51,10 @@ def test_every_section_runs_and_fp8_fails_alone(bench: Callable, tmp_path: Path)
     assert recompiles["graphs_compiled_after_warmup"] == recompiles["unwarmed_compiles"] == 0
     assert recompiles["none_after_adapters_is_base_bytes"]
     assert recompiles["adapter_stats"]["loads"] == 2 and recompiles["adapter_stats"]["evictions"] == 0
+    sweep = result["bf16:scale_sweep"]["rel_l2_to_base"]
+    assert sweep.pop(EMPTY) == 0.0  # eager: empty slots give the base bytes
+    assert list(sweep) == [f"b:{scale:g}" for scale in SCALES]
+    assert all(a < b for a, b in itertools.pairwise(sweep.values())), sweep  # b's effect grows with its scale
+    reference = result["reference:scale_sweep"]  # diffusers' load_lora_weights + set_adapters, eager
+    assert reference["rel_l2_to_base"] == pytest.approx({"none": 0.0, **sweep}, abs=1e-3)
+    assert max(reference["bf16 engine vs reference"].values()) < 1e-3  # a uint8 level here and there at most
