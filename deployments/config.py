@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -36,8 +36,24 @@ def weights_label(source: str) -> str:
     return "pretrained"
 
 
+StrictT = TypeVar("StrictT", bound="_Strict")
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def reconfigured(self: StrictT, user_config: dict[str, Any] | None, live: Sequence[str]) -> StrictT:
+        """This config with a deployment's Serve ``user_config`` applied: its keys replace these, validated as the
+        args are; a key left out keeps this config's value. Only the ``live`` keys may be given there: any other
+        needs a new replica, so it belongs under ``args``."""
+        changes = user_config or {}
+        if not isinstance(changes, dict):
+            raise ValueError(f"user_config must be a mapping of {', '.join(live)}, got {type(changes).__name__}")
+        if unknown := sorted(set(changes) - set(live)):
+            raise ValueError(
+                f"user_config may set {', '.join(live)}; {', '.join(unknown)} need a new replica: set them in args"
+            )
+        return type(self).model_validate({**self.model_dump(), **changes})
 
 
 class Shape(_Strict):
@@ -335,6 +351,19 @@ class ModelConfig(_Strict):
         return "Flux2Model-" + re.sub(r"[^A-Za-z0-9_-]+", "-", self.served_name).strip("-")
 
 
+# What Serve's ``user_config`` of a deployment may change on its running replicas (``reconfigure``), compiled graphs
+# and loaded weights kept: the model's own settings that no graph depends on, and the ingress's request limits.
+LIVE_MODEL_KEYS = (
+    "lora",
+    "max_batch_size",
+    "batch_wait_timeout_s",
+    "unwarmed_shapes",
+    "vram_policy",
+    "vram_pressure_fraction",
+)
+LIVE_SERVICE_KEYS = ("limits",)
+
+
 class AuthConfig(_Strict):
     """API keys; with none configured the API is open. Health endpoints and the page are always open."""
 
@@ -363,6 +392,9 @@ class ServiceConfig(_Strict):
     @property
     def default_model(self) -> str:
         return self.models[0].served_name
+
+    def model(self, served_name: str) -> ModelConfig:
+        return next(model for model in self.models if model.served_name == served_name)
 
 
 REFERENCE_SECTIONS = (
@@ -395,6 +427,18 @@ def reference_markdown() -> str:
         "",
         "Everything under `args:` in `serve_config.yaml`, validated at start-up. Generated from the `Field`",
         "descriptions in `deployments/config.py` by `python -m deployments.config > docs/configuration.md`.",
+        "",
+        "A change under `args:` starts new replicas. Some keys may also be given in a deployment's `user_config`",
+        "(the Serve config's `deployments:` entries), where a change applies to the running replicas without a",
+        "restart, their compiled graphs and loaded weights kept. A key given there replaces the args' value as a",
+        "whole; a key left out keeps the args' value.",
+        "",
+        f"- `ImagesIngress`: {', '.join(f'`{key}`' for key in LIVE_SERVICE_KEYS)}",
+        f"- `Flux2Model-<name>`: {', '.join(f'`{key}`' for key in LIVE_MODEL_KEYS)} (`lora` keeps the number and "
+        "rank of its slots, `max_per_request` and `max_rank`, and a model started without adapters has none)",
+        "",
+        "Settings a replica cannot apply fail it when it starts and are logged as an error by a running replica,",
+        "which keeps the settings it had.",
     ]
     for section, model in REFERENCE_SECTIONS:
         lines += [

@@ -27,7 +27,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments.auth import ApiKeyCheck, load_api_keys
-from deployments.config import Limits, ServiceConfig
+from deployments.config import LIVE_MODEL_KEYS, LIVE_SERVICE_KEYS, Limits, ServiceConfig
 from deployments.errors import (
     BodyTimeout,
     DeadlineExceeded,
@@ -80,6 +80,7 @@ STATIC_FILES = {
     if item.is_file() and item.name.rpartition(".")[2] in STATIC_TYPES
 }
 DESCRIBE_TIMEOUT_S = 5.0
+DESCRIBE_EVERY_S = 5.0
 
 # The one table from error class to HTTP status. Subclasses come before their base class.
 STATUS: tuple[tuple[type[Flux2Error], int], ...] = (
@@ -248,17 +249,39 @@ class ImagesIngress:
         """The ingress only awaits: it takes many requests at once on a quarter of a CPU. Its slots are many,
         because a client still sending its body holds one (up to ``limits.body_timeout_s``): a few hundred slow
         sockets must not fill them. What protects the GPU is the model deployments' own queue bounds."""
-        return {"max_ongoing_requests": 4096, "ray_actor_options": {"num_cpus": 0.25}, **config.ingress_options}
+        return {
+            "max_ongoing_requests": 4096,
+            "ray_actor_options": {"num_cpus": 0.25},
+            "user_config": config.model_dump(include=set(LIVE_SERVICE_KEYS), mode="json"),
+            **config.ingress_options,
+        }
 
     def __init__(self, models: dict[str, DeploymentHandle], config: ServiceConfig):
+        self.base_config = config  # what args say; reconfigure applies user_config over it
         self.config = config
         self.models = models
+        self._reconfigured = False  # the first reconfigure comes right after the constructor
         self.model_configs = {m.served_name: m for m in config.models}
         self.check_api_key = ApiKeyCheck(load_api_keys(config.auth))
         self.metrics = IngressMetrics(list(self.model_configs))
         self.replicas = ReplicaWatch({name: m.deployment_name for name, m in self.model_configs.items()})
         self._infos: dict[str, dict[str, Any]] = {}
+        self._described_at: dict[str, float] = {}
         self._describing: asyncio.Task | None = None
+
+    async def reconfigure(self, user_config: dict[str, Any] | None) -> None:
+        """Serve's ``user_config``: the request limits (``LIVE_SERVICE_KEYS``) applied without a restart; keys it
+        leaves out take the args' values. Each model's own live settings arrive with its description. As for the
+        model replicas, settings that cannot apply fail a starting replica and leave a running one as it was."""
+        try:
+            config = self.base_config.reconfigured(user_config, LIVE_SERVICE_KEYS)
+        except ValueError as exc:
+            if not self._reconfigured:
+                raise
+            logger.error("ingress: user_config not applied, limits kept as they were: %s", exc)
+            return
+        self.config, self._reconfigured = config, True
+        logger.info("ingress reconfigured: limits %s", self.config.limits.model_dump(exclude_defaults=True))
 
     @app.post(
         "/v1/images/generations",
@@ -367,6 +390,7 @@ class ImagesIngress:
             self.metrics.observe(request.url.path, model, status, time.perf_counter() - started)
 
     def _route(self, request: Request, params: ImageParams) -> Route:
+        self._describe_in_background()
         target = route(params, self.model_configs, self.config.default_model)
         request.state.model = target.model.served_name
         return target
@@ -541,16 +565,25 @@ class ImagesIngress:
         return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
 
     def _describe_in_background(self) -> None:
-        """Ask models not yet described for their details, without making the listing wait for them."""
-        missing = [name for name in self.models if name not in self._infos]
-        if missing and (self._describing is None or self._describing.done()):
-            self._describing = asyncio.create_task(self._describe(missing))
+        """Ask for the details of models not described for ``DESCRIBE_EVERY_S`` (a replica's live settings, its
+        adapters among them, change with ``reconfigure``), without making the request wait for them."""
+        now = time.monotonic()
+        due = [
+            name for name in self.models if name not in self._infos or now - self._described_at[name] > DESCRIBE_EVERY_S
+        ]
+        if due and (self._describing is None or self._describing.done()):
+            self._describing = asyncio.create_task(self._describe(due))
 
     async def _describe(self, names: list[str]) -> None:
         async def describe(name: str) -> None:
+            self._described_at[name] = time.monotonic()
             try:
-                self._infos[name] = await asyncio.wait_for(self.models[name].describe.remote(), DESCRIBE_TIMEOUT_S)
+                info = await asyncio.wait_for(self.models[name].describe.remote(), DESCRIBE_TIMEOUT_S)
             except Exception:
                 logger.info("model %s did not describe itself within %ss; asked again later", name, DESCRIBE_TIMEOUT_S)
+                return
+            settings = info.pop("settings")
+            self.model_configs[name] = self.base_config.model(name).reconfigured(settings, LIVE_MODEL_KEYS)
+            self._infos[name] = info
 
         await asyncio.gather(*(describe(name) for name in names))

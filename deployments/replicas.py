@@ -19,6 +19,7 @@ import ray
 from ray import serve
 
 SERVE_NAMESPACE = "serve"
+SERVING = ("RUNNING", "UPDATING")  # a replica being reconfigured (user_config) still serves
 REPLICA_ACTOR_PREFIX = "SERVE_REPLICA::"  # Serve names a replica's actor SERVE_REPLICA::<app>#<deployment>#<id>
 
 
@@ -40,7 +41,7 @@ class ReplicaWatch:
         listed = application.deployments if application else {}
         alive = alive_replica_actors(app)
         return {
-            name: min(listed[deployment].replica_states.get("RUNNING", 0), alive[deployment])
+            name: min(sum(listed[deployment].replica_states.get(state, 0) for state in SERVING), alive[deployment])
             if deployment in listed
             else None
             for name, deployment in self.deployments.items()

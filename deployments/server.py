@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from ray import serve
 
-from deployments.config import TINY_SOURCES, ModelConfig
+from deployments.config import LIVE_MODEL_KEYS, TINY_SOURCES, ModelConfig
 from deployments.engine import Flux2Engine, warm_up
 from deployments.engine.progress import GenerationCancelled, StepReporter
 from deployments.errors import Unavailable
@@ -45,6 +45,11 @@ SERVE_DEFAULTS = {
 }
 
 
+def live_settings(model: ModelConfig) -> dict[str, Any]:
+    """The keys of ``model`` that ``reconfigure`` can change, as Serve's ``user_config`` carries them."""
+    return model.model_dump(include=set(LIVE_MODEL_KEYS), mode="json")
+
+
 def wants_gpu(model: ModelConfig) -> bool:
     """Every model takes a GPU but the tiny ones and those configured for the CPU (``auto`` is resolved by now)."""
     return model.source not in TINY_SOURCES and model.device != "cpu"
@@ -58,12 +63,19 @@ class Flux2Model:
         """Serve options of this model's deployment: one GPU a replica (none for tiny or CPU models), then
         the model's ``deployment_options``; a Serve config's ``deployments:`` entry overrides both."""
         actor_options = {"num_gpus": 1, "num_cpus": 2} if wants_gpu(model) else {"num_gpus": 0, "num_cpus": 0.5}
-        options: dict[str, Any] = {"name": model.deployment_name, **SERVE_DEFAULTS, **model.deployment_options}
+        options: dict[str, Any] = {
+            "name": model.deployment_name,
+            **SERVE_DEFAULTS,
+            "user_config": live_settings(model),  # a Serve config's user_config replaces it: see reconfigure
+            **model.deployment_options,
+        }
         options["ray_actor_options"] = {**actor_options, **model.deployment_options.get("ray_actor_options", {})}
         return options
 
     def __init__(self, model_config: ModelConfig):
+        self.base_config = model_config  # what args say; reconfigure applies user_config over it
         self.config = model_config
+        self._reconfigured = False  # the first reconfigure comes right after the constructor
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flux2-engine")
         self._busy_since: float | None = None
         self._broken: str | None = None
@@ -193,8 +205,29 @@ class Flux2Model:
         )
         return results
 
+    async def reconfigure(self, user_config: dict[str, Any] | None) -> None:
+        """Serve's ``user_config``: the live keys of the model's config (``LIVE_MODEL_KEYS``: adapters and their
+        bounds, batching, VRAM policy) applied to this replica, its weights and compiled graphs kept. Keys it leaves
+        out take the args' values. Serve calls this after the constructor and on every ``serve deploy`` that changes
+        only ``user_config``. Settings it cannot apply fail a starting replica (Serve reports the deploy failed);
+        a running replica logs them as an error and keeps serving with what it has, as Serve would otherwise
+        replace it with one that fails to start."""
+        try:
+            config = self.base_config.reconfigured(user_config, LIVE_MODEL_KEYS)
+            await asyncio.get_running_loop().run_in_executor(self._thread, self.engine.reconfigure, config)
+        except ValueError as exc:
+            if not self._reconfigured:
+                raise
+            logger.error("model %s: user_config not applied, settings kept as they were: %s", self.config.name, exc)
+            return
+        self._generate_batched.set_max_batch_size(config.max_batch_size)
+        self._generate_batched.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
+        self.config, self._reconfigured = config, True
+        logger.info("model %s reconfigured: %s", config.served_name, live_settings(config))
+
     async def describe(self) -> dict[str, Any]:
-        return self.engine.info.as_dict()
+        """The engine's details and the live settings in force: the ingress routes adapters by these."""
+        return {**self.engine.info.as_dict(), "settings": live_settings(self.config)}
 
     async def check_health(self) -> None:
         """Async on purpose: a sync check would wait behind a long generation and get the replica killed."""

@@ -114,6 +114,38 @@ class AdapterManager:
         self.stats.swap_s += time.perf_counter() - swap_start
         return time.perf_counter() - start
 
+    def reconfigure(self, settings: AdapterSettings) -> None:
+        """Serve the adapters and bounds of ``settings`` from now on, on the slots already installed and compiled.
+
+        A resident adapter that is gone or whose spec changed is dropped (its slot emptied), as are the least
+        recently used beyond ``max_loaded``. The slots' count and rank are part of the compiled graphs: settings
+        that need other slots, or slots where none were installed, raise ValueError (they need a new replica).
+        """
+        installed = (len(self._slots), self.settings.max_rank)
+        if settings.adapters and installed != (settings.max_per_request, settings.max_rank):
+            have = f"{installed[0]} slot(s) of rank {installed[1]}" if self._slots else "no adapter slots"
+            raise ValueError(
+                f"lora needs {settings.max_per_request} slot(s) of rank {settings.max_rank}; the replica has {have}, "
+                "installed when it loaded: set adapters on a model without them, max_per_request or max_rank in "
+                "args, which starts new replicas"
+            )
+        specs = {spec.name: spec for spec in settings.adapters}
+        kept = [name for name in self._resident if specs.get(name) == self._specs[name]]
+        stale = [name for name in self._resident if name not in kept] + kept[: max(0, len(kept) - settings.max_loaded)]
+        with torch.no_grad():
+            for name in stale:
+                self._evict(name)
+        self.settings, self._specs = settings, specs
+
+    def _evict(self, name: str) -> None:
+        """Drop a resident adapter; a slot still holding it is emptied, so no later request can run it."""
+        del self._resident[name]
+        self.stats.evictions += 1
+        for index, slot in enumerate(self._slots):
+            if self._slot_names[index] == name:
+                self._write_slot(slot, {})
+                self._slot_names[index] = None
+
     @contextlib.contextmanager
     def warming(self) -> Iterator[None]:
         """Within, a request without adapters runs on the slots' graphs, with empty slots (the base output):

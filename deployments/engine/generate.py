@@ -72,6 +72,13 @@ class Flux2Engine:
         self.takes_guidance = "guidance_scale" in inspect.signature(type(self.pipeline).__call__).parameters
         self.step_cache = StepCache(self.pipeline, loaded.family, config, self.default_steps)
 
+    def reconfigure(self, config: ModelConfig) -> None:
+        """Run with ``config``'s live keys (``LIVE_MODEL_KEYS``) from the next request on; what the pipeline was
+        loaded, optimised and compiled with stays. Call it on the engine's thread."""
+        self.adapters.reconfigure(config.lora)
+        self.memory.policy, self.memory.pressure_fraction = config.vram_policy, config.vram_pressure_fraction
+        self.config = config
+
     @classmethod
     def from_config(cls, config: ModelConfig) -> Flux2Engine:
         """Load and optimise (no warm-up: see :func:`deployments.engine.warmup.warm_up`)."""

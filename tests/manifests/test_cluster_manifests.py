@@ -31,7 +31,7 @@ from ray import serve
 from ray.serve.schema import ServeDeploySchema
 
 from deployments.app import build_app
-from deployments.config import RANDOM_SOURCES, TINY_SOURCES, ServiceConfig
+from deployments.config import LIVE_MODEL_KEYS, LIVE_SERVICE_KEYS, RANDOM_SOURCES, TINY_SOURCES, ServiceConfig
 from deployments.server import Flux2Model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -249,6 +249,13 @@ def check_serve_config(raw: dict[str, Any]) -> ServeDeploySchema:
         expected = {INGRESS} | {model.deployment_name for model in config.models}
         configured = {dep.name for dep in app.deployments}
         assert configured <= expected, f"Serve would reject overrides for deployments {configured - expected}"
+        models = {model.deployment_name: model for model in config.models}
+        for dep in app.deployments:  # what reconfigure applies: live keys only, valid as the args' are
+            user_config = dep.model_dump(exclude_unset=True).get("user_config")
+            if user_config is not None and dep.name == INGRESS:
+                config.reconfigured(user_config, LIVE_SERVICE_KEYS)
+            elif user_config is not None:
+                models[dep.name].reconfigured(user_config, LIVE_MODEL_KEYS)
         assert isinstance(build_app(app.args), serve.Application)
     return schema
 
@@ -336,9 +343,12 @@ def test_serve_config_rejects_misspelt_keys() -> None:
         "model arg": lambda app: app["args"]["models"][0].update(compile_cache=None),
         "limits arg": lambda app: app["args"]["limits"].update(max_refs=2),
         "deployment name": lambda app: model_dep(app).update(name="Flux2Model-typo"),
+        "user_config key": lambda app: model_dep(app).update(user_config={"max_batchsize": 2}),
+        "user_config key that needs a new model": lambda app: model_dep(app).update(user_config={"dtype": "float16"}),
+        "ingress user_config key": lambda app: app["deployments"][0].update(user_config={"limits": {"max_refs": 2}}),
     }
     for what, edit in edits.items():
-        with pytest.raises((AssertionError, ValidationError)):
+        with pytest.raises((AssertionError, ValueError)):
             check_serve_config(mutated(edit))
             pytest.fail(f"a misspelt {what} passed")  # pragma: no cover
 

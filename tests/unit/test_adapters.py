@@ -193,6 +193,33 @@ def test_least_recently_used_adapter_is_evicted(files) -> None:
     assert manager.stats.load_s > 0 and manager.stats.swap_s > 0
 
 
+def test_reconfigure_serves_a_new_adapter_list_on_the_same_slots(files) -> None:
+    """What Serve's user_config changes live: an adapter whose source changed under its name is read anew (its slot
+    never runs the old weights), a removed one is refused, the LRU bound shrinks; other slots are refused."""
+    pipeline = _pipeline()
+    subset = {name: files[name] for name in ("a", "b")}
+    manager = AdapterManager(pipeline, _settings(subset, max_loaded=2))
+    manager.activate([("a", 1.0)])
+    image_a = _image(pipeline)
+    manager.activate([("b", 1.0)])
+    image_b = _image(pipeline)
+    swapped = [AdapterSpec(name="a", source=str(files["b"])), AdapterSpec(name="c", source=str(files["c"]))]
+    manager.reconfigure(AdapterSettings(adapters=swapped, max_rank=8, max_loaded=1))
+    assert manager.resident == ()  # a's source changed and b is gone: both dropped
+    manager.activate([("a", 1.0)])
+    assert torch.equal(_image(pipeline), image_b), "a still ran its old weights"
+    with pytest.raises(NotFound):
+        manager.activate([("b", 1.0)])
+    manager.activate([("c", 1.0)])
+    assert manager.resident == ("c",)  # max_loaded 1
+    assert not torch.equal(_image(pipeline), image_a)
+    for other_slots in ({"max_rank": 16}, {"max_per_request": 2, "max_loaded": 2}):
+        with pytest.raises(ValueError, match="slot"):
+            manager.reconfigure(AdapterSettings(adapters=swapped, **{"max_rank": 8, **other_slots}))
+    with pytest.raises(ValueError, match="no adapter slots"):
+        AdapterManager(_pipeline(), AdapterSettings()).reconfigure(_settings(subset))
+
+
 class _Payload:
     """Unpickling this creates ``marker``: proof that a pickle was loaded."""
 
