@@ -198,6 +198,15 @@ def png_junk_body(rng: random.Random, kind: bytes) -> bytes:
     return junk(rng)
 
 
+def drop_or_duplicate(rng: random.Random, parts: list[bytes], index: int, name: str, *, drop: bool) -> str:
+    """Remove part ``index`` of a file's chunks or segments, or insert a copy of it at a random place."""
+    if drop:
+        del parts[index]
+        return f"drop {name}"
+    parts.insert(rng.randrange(len(parts) + 1), parts[index])
+    return f"duplicate {name}"
+
+
 def png_mutate(rng: random.Random, pieces: list[bytes]) -> str:
     """One chunk-aware mutation of ``pieces``, in place; returns what it did."""
     index = rng.randrange(len(pieces))
@@ -205,12 +214,8 @@ def png_mutate(rng: random.Random, pieces: list[bytes]) -> str:
     kind, body = piece[4:8], piece[8:-4]
     name = kind.decode("latin-1")
     action = rng.randrange(10)
-    if action == 0:
-        del pieces[index]
-        return f"drop {name}"
-    if action == 1:
-        pieces.insert(rng.randrange(len(pieces) + 1), piece)
-        return f"duplicate {name}"
+    if action < 2:
+        return drop_or_duplicate(rng, pieces, index, name, drop=action == 0)
     if action == 2:
         other = rng.randrange(len(pieces))
         pieces[index], pieces[other] = pieces[other], piece
@@ -314,12 +319,8 @@ def jpeg_mutate(rng: random.Random, segments: list[bytes]) -> str:
     name = f"FF{segment[1]:02X}" if len(segment) > 1 else "?"
     has_length = len(segment) >= 4 and segment[1] not in (0xD8, 0xD9)
     action = rng.randrange(8)
-    if action == 0:
-        del segments[index]
-        return f"drop {name}"
-    if action == 1:
-        segments.insert(rng.randrange(len(segments) + 1), segment)
-        return f"duplicate {name}"
+    if action < 2:
+        return drop_or_duplicate(rng, segments, index, name, drop=action == 0)
     if action == 2 and has_length:
         length = rng.choice([0, 1, 2, 3, boundary(rng, 16)])
         segments[index] = segment[:2] + struct.pack(">H", length) + segment[4:]
@@ -382,12 +383,8 @@ def webp_mutate(rng: random.Random, pieces: list[bytes]) -> str:
     kind, body = piece[:4], piece[8:]
     name = kind.decode("latin-1").strip()
     action = rng.randrange(8)
-    if action == 0 and len(pieces) > 1:
-        del pieces[index]
-        return f"drop {name}"
-    if action == 1:
-        pieces.insert(rng.randrange(len(pieces) + 1), piece)
-        return f"duplicate {name}"
+    if action == 1 or (action == 0 and len(pieces) > 1):
+        return drop_or_duplicate(rng, pieces, index, name, drop=action == 0)
     if action == 2:
         size = rng.choice([0, 1, len(body) - 1, len(body) + 1, len(body) + 1000, 2**31, 2**32 - 1])
         pieces[index] = kind + struct.pack("<I", max(0, size)) + body
