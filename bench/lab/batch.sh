@@ -83,7 +83,7 @@ soak_klein4b() {  # Ray with its metrics on :8080, serve run in a session of its
   if ready && ((duration >= 60)); then
     echo "== ready at $SECONDS s; soak for $duration s"
     timeout $((end - SECONDS - 15)) python3 -m bench soak --url http://127.0.0.1:8000 --duration $duration \
-      --workers 4 --burst 24 --sizes 1024x1024,512x512 --off-sizes 768x768 --adapters a,b --max-n 4 \
+      --workers 4 --burst 24 --sizes 1024x1024 --off-sizes 512x512,768x768 --adapters a,b --max-n 4 \
       --metrics-url http://127.0.0.1:8080/metrics --metrics-app flux2 --json "$OUT/soak-klein4b.json" \
       >"$OUT/soak-klein4b.log" 2>&1
     echo "== soak-klein4b: exit $? at $SECONDS s"
