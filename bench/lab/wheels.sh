@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Packs what the offline GPU machine lacks into .site/site.tar.xz (git-ignored), for Python 3.12 x86-64.
-# Its image has torch, transformers, numpy, pillow, grpcio...; Ray Serve, diffusers and FlashAttention-3
-# travel. As wheels (.whl/, deflate) they are 89 MB, over the 64 MiB a call carries; unpacked and xz-packed,
-# 52 MB. bench/lab/batch.sh unpacks it on the GPU machine into /tmp/site (what pip --target would install).
+# Its image has torch, transformers, numpy, pillow, grpcio...; Ray Serve (and watchfiles, which its CLI imports),
+# diffusers and FlashAttention-3 travel. As wheels (.whl/, deflate) they are 89 MB, over the 64 MiB a call
+# carries; unpacked and xz-packed, 52 MB. bench/lab/batch.sh unpacks it on the GPU machine into /tmp/site (what pip --target would install).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 mkdir -p .whl
@@ -10,7 +10,7 @@ mkdir -p .whl
 version() { python3 -c "import importlib.metadata as m; print(m.version('$1'))"; }
 
 packages=(
-  ray diffusers peft importlib-metadata
+  ray diffusers peft importlib-metadata watchfiles
   fastapi starlette uvicorn python-multipart annotated-doc
   pydantic pydantic-core annotated-types typing-inspection
   jsonschema jsonschema-specifications referencing rpds-py
