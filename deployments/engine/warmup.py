@@ -15,6 +15,9 @@ from deployments.types import ImageRequest
 logger = logging.getLogger(__name__)
 
 WARMUP_STEPS = 2  # step count does not change tensor shapes; two steps also cover the scheduler's loop
+# A second batch size makes dynamo recompile the batch dimension as dynamic, so no n a request asks for compiles
+# again; warmed at n = 1 only, the first request for n > 1 compiled (90 s of waiting on an H200 in the soak).
+WARMUP_BATCH = 2
 
 
 def warmup_request(shape: Shape, seed: int = 0) -> ImageRequest:
@@ -39,10 +42,12 @@ def warmup_request(shape: Shape, seed: int = 0) -> ImageRequest:
 
 
 def warm_up(engine: Flux2Engine, shapes: tuple[Shape, ...] | None = None) -> dict[str, float]:
-    """Run each shape twice (compile, then a steady-state run) and record the times.
+    """Run each shape twice (compile, then a steady-state run), then with ``WARMUP_BATCH`` images, and record the
+    times.
 
     The second run asks for JPEG, so an engine that encodes on the GPU has its encoder set up too. A model with
-    LoRA adapters runs each shape once more with its adapter slots on, so no adapter request compiles.
+    LoRA adapters runs each shape once and at ``WARMUP_BATCH`` more with its adapter slots on, so no adapter
+    request compiles.
     """
     shapes = engine.config.warmup_shapes if shapes is None else shapes
     times: dict[str, float] = {}
@@ -51,15 +56,18 @@ def warm_up(engine: Flux2Engine, shapes: tuple[Shape, ...] | None = None) -> dic
         key = f"{shape.width}x{shape.height}+{shape.references}ref"
         request = warmup_request(shape)
         engine.warm_shapes.add(request.shape_key)
-        for attempt, jpeg_quality in (("first", None), ("second", 95)):
+        runs = [("first", request), ("second", dataclasses.replace(request, jpeg_quality=95))]
+        runs.append(("batch", dataclasses.replace(request, n=WARMUP_BATCH)))
+        for attempt, run in runs:
             t0 = time.perf_counter()
-            engine.generate(dataclasses.replace(request, jpeg_quality=jpeg_quality))
+            engine.generate(run)
             times[f"{key}:{attempt}"] = time.perf_counter() - t0
         if engine.config.lora.adapters:  # the LoRA slots' graphs, which adapter requests run (empty: base output)
-            t0 = time.perf_counter()
-            with engine.adapters.warming():
-                engine.generate(request)
-            times[f"{key}:adapters"] = time.perf_counter() - t0
+            for attempt, n in (("adapters", 1), ("adapters-batch", WARMUP_BATCH)):
+                t0 = time.perf_counter()
+                with engine.adapters.warming():
+                    engine.generate(dataclasses.replace(request, n=n))
+                times[f"{key}:{attempt}"] = time.perf_counter() - t0
         logger.info("warmed %s: first %.2fs, second %.2fs", key, times[f"{key}:first"], times[f"{key}:second"])
     engine.warmup_s = time.perf_counter() - start
     return times

@@ -66,11 +66,13 @@ def test_steps_and_guidance_defaults_and_overrides(engine: Flux2Engine) -> None:
     assert custom.num_inference_steps == 2 and custom.guidance_scale == 2
 
 
-def test_warm_up_runs_every_shape_twice() -> None:
+def test_warm_up_runs_every_shape_twice_and_batched() -> None:
     shapes = (Shape(width=64, height=64, references=1), Shape(width=128, height=64, references=0))
     engine = Flux2Engine.from_config(ModelConfig(source="tiny-klein", warmup_shapes=shapes))
     times = warm_up(engine)
-    assert set(times) == {"64x64+1ref:first", "64x64+1ref:second", "128x64+0ref:first", "128x64+0ref:second"}
+    assert set(times) == {
+        f"{key}:{run}" for key in ("64x64+1ref", "128x64+0ref") for run in ("first", "second", "batch")
+    }
     assert engine.warm_shapes == {(64, 64, 1), (128, 64, 0)}
     assert engine.info.warmup_s > 0
 
