@@ -42,6 +42,7 @@ declare -A CASES=(
   [ladder-dev-edit]="dev edit 1 ref, 50 steps: fp8, preset fast, + TaylorSeer, against both floors"
   [serve-klein4b-preset]="klein-4B through Ray Serve with preset fast, plain diffusers timed first in the process"
   [soak-klein4b]="serve run of bench/lab/soak-klein4b.yaml, then python -m bench soak for what the call leaves (≤ 6 min)"
+  [soak-klein4b-fast]="the same, one model (preset fast + LoRA) warmed for 1024² with 0-2 references, off-warm 512²"
 )
 
 if [[ -z ${1:-} || -z ${CASES[$1]:-} ]]; then
@@ -69,13 +70,14 @@ ready() {  # whether the server on :8000 answers /readyz with 200
   python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:8000/readyz', timeout=5)" 2>/dev/null
 }
 
-soak_klein4b() {  # Ray with its metrics on :8080, serve run in a session of its own, the soak, then all of it stopped
-  local end=585 serve duration
+soak() {  # soak <name> <off-warm sizes>: Ray with its metrics on :8080, serve run of bench/lab/<name>.yaml in a
+  # session of its own, the soak, then all of it stopped
+  local name=$1 off_sizes=$2 end=585 serve duration
   python3 -m bench soak --write-adapters /tmp/soak-loras --source random-klein-4b --adapters a,b --rank 4 \
     >"$OUT/soak-adapters.log" 2>&1 || { echo "== adapters failed"; tail -n 5 "$OUT/soak-adapters.log"; return 1; }
   python3 -m ray.scripts.scripts start --head --num-gpus 1 --metrics-export-port 8080 --include-dashboard false \
     --disable-usage-stats --system-config '{"metrics_report_interval_ms": 2000}' >"$OUT/soak-ray.log" 2>&1 || return 1
-  setsid python3 -m ray.serve.scripts run -a auto bench/lab/soak-klein4b.yaml >"$OUT/soak-serve.log" 2>&1 </dev/null &
+  setsid python3 -m ray.serve.scripts run -a auto "bench/lab/$name.yaml" >"$OUT/soak-serve.log" 2>&1 </dev/null &
   serve=$!
   until ready || ! kill -0 $serve 2>/dev/null || ((SECONDS > 450)); do sleep 5; done
   duration=$((end - SECONDS - 60))  # what the drain, the counters' settling and the stop need after the traffic
@@ -83,11 +85,11 @@ soak_klein4b() {  # Ray with its metrics on :8080, serve run in a session of its
   if ready && ((duration >= 60)); then
     echo "== ready at $SECONDS s; soak for $duration s"
     timeout $((end - SECONDS - 15)) python3 -m bench soak --url http://127.0.0.1:8000 --duration $duration \
-      --workers 4 --burst 24 --sizes 1024x1024 --off-sizes 512x512,768x768 --adapters a,b --max-n 4 \
-      --metrics-url http://127.0.0.1:8080/metrics --metrics-app flux2 --json "$OUT/soak-klein4b.json" \
-      >"$OUT/soak-klein4b.log" 2>&1
-    echo "== soak-klein4b: exit $? at $SECONDS s"
-    tail -n 12 "$OUT/soak-klein4b.log"
+      --workers 4 --burst 24 --sizes 1024x1024 --off-sizes "$off_sizes" --adapters a,b --max-n 4 \
+      --metrics-url http://127.0.0.1:8080/metrics --metrics-app flux2 --json "$OUT/$name.json" \
+      >"$OUT/$name.log" 2>&1
+    echo "== $name: exit $? at $SECONDS s"
+    tail -n 12 "$OUT/$name.log"
   else
     echo "== not ready at $SECONDS s: no soak"
     tail -n 20 "$OUT/soak-serve.log"
@@ -115,7 +117,8 @@ case $1 in
     run ladder-dev-edit options --source random-dev --steps 50 --repeats 2 --floors --shapes 1024x1024+1 \
       --baseline $C,$F --variant $C,preset=fast --variant "$C,preset=fast,$T4"
     ;;
-  soak-klein4b) soak_klein4b ;;
+  soak-klein4b) soak soak-klein4b 512x512,768x768 ;;
+  soak-klein4b-fast) soak soak-klein4b-fast 512x512 ;;
   serve-klein4b-preset)
     run serve-klein4b-preset serve --source random-klein-4b --cache /tmp/cck --n 10 --steps 4 --formats png,jpeg \
       --option preset=fast,device_jpeg=true --plain
