@@ -4,7 +4,7 @@ The ingress reads this before it routes a request, and while the request waits: 
 replica (its only one crashed and the replacement is still loading, or it is still starting) is answered at
 once instead of holding the client until a replica is warm. The Serve controller's count lags a crash by
 several seconds (it lists a killed replica as RUNNING until its next health check, 7 s after a SIGKILL in
-tests/serve/test_replica_crash.py), so it is capped by the replica actors Ray's GCS still has: a dead actor
+tests/serve/test_production.py's crash test), so it is capped by the replica actors Ray's GCS still has: a dead actor
 leaves that list within a second. The count is shared by all requests and refreshed off the event loop once
 it is ``max_age_s`` old.
 """

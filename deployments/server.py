@@ -218,7 +218,7 @@ class Flux2Model:
         except ValueError as exc:
             if not self._reconfigured:
                 raise
-            logger.error("model %s: user_config not applied, settings kept as they were: %s", self.config.name, exc)
+            logger.error("model %s: user_config not applied, settings kept: %s", self.config.served_name, exc)
             return
         self._generate_batched.set_max_batch_size(config.max_batch_size)
         self._generate_batched.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
