@@ -56,8 +56,11 @@ def warm_up(engine: Flux2Engine, shapes: tuple[Shape, ...] | None = None) -> dic
         key = f"{shape.width}x{shape.height}+{shape.references}ref"
         request = warmup_request(shape)
         engine.warm_shapes.add(request.shape_key)
-        runs = [("first", request), ("second", dataclasses.replace(request, jpeg_quality=95))]
-        runs.append(("batch", dataclasses.replace(request, n=WARMUP_BATCH)))
+        runs = [
+            ("first", request),
+            ("second", dataclasses.replace(request, jpeg_quality=95)),
+            ("batch", dataclasses.replace(request, n=WARMUP_BATCH)),
+        ]
         for attempt, run in runs:
             t0 = time.perf_counter()
             engine.generate(run)
