@@ -256,6 +256,11 @@ class ModelConfig(_Strict):
     compile_text_encoder: bool | None = Field(
         default=None, description="torch.compile the text encoder's layers; default: when the transformer is"
     )
+    vae_static_graphs: bool = Field(
+        default=True,
+        description="with a compiled VAE, decode the warmup_shapes' sizes through graphs compiled for each size "
+        "(faster than a dynamic graph) and every other size through one dynamic graph built at warm-up",
+    )
     device_jpeg: bool = Field(
         default=False,
         description="encode JPEG responses on the GPU (torchvision's nvJPEG): less serving time, larger files "

@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 
 import torch
-import torch.fx.experimental._config
 from diffusers import DiffusionPipeline
 from diffusers.models.attention_dispatch import AttentionBackendName
 
@@ -21,6 +20,7 @@ from deployments.config import ModelConfig
 from deployments.engine.attention import FA3_BACKENDS, fa3_unsupported_reason, use_fa3_attention
 from deployments.engine.load import ModelLoadError
 from deployments.engine.step_cache import cache_hook_targets
+from deployments.engine.vae import compile_decoder
 
 logger = logging.getLogger(__name__)
 
@@ -123,14 +123,11 @@ def apply_optimizations(pipeline: DiffusionPipeline, config: ModelConfig, device
     elif mode == "full":
         transformer.compile(**block_kwargs)
     if compile_vae:
-        # Dynamic from the start, and without "duck sizing" (which assumes height == width after a square
-        # warm-up): otherwise the first other output size recompiles the VAE on a user's request (89 s for
-        # dev's first 1344x768 edit on an H200). Costs ~10 ms of klein's 1024² decode (47 vs 37 ms static);
-        # docs/benchmarks.md has the variants. The switch is global; it only makes graphs more general.
-        torch.fx.experimental._config.use_duck_shape = False
-        vae_kwargs = {**kwargs, "dynamic": True}
-        pipeline.vae.decoder.compile(**vae_kwargs)
-        pipeline.vae.encoder.compile(**vae_kwargs)  # reference images of edits
+        # The decoder: static graphs for the warmed output sizes, a dynamic one for the rest (vae.py says why).
+        # The encoder reads reference images of any size: dynamic from the start, so none recompiles it.
+        sizes = [(shape.width, shape.height) for shape in config.warmup_shapes] if config.vae_static_graphs else []
+        compile_decoder(pipeline.vae, sizes, kwargs)
+        pipeline.vae.encoder.compile(**kwargs, dynamic=True)
     if compile_text_encoder:
         # transformers' output-capturing hooks read a ContextVar, which dynamo cannot trace: allow breaks.
         layers = compile_decoder_layers(pipeline.text_encoder, {**kwargs, "fullgraph": False})

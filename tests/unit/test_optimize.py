@@ -15,6 +15,7 @@ from deployments.config import ModelConfig, Shape
 from deployments.engine import Flux2Engine, ModelLoadError, warm_up
 from deployments.engine.fp8 import Fp8Linear, Fp8Unsupported, quantize_rowwise, require_fp8_support, swap_linears
 from deployments.engine.optimize import configure_compile_cache, resolve_compile
+from deployments.engine.vae import DecoderGraphs
 from deployments.types import ImageRequest
 
 
@@ -38,7 +39,7 @@ def test_regional_compile_matches_eager(compile_cache: Path) -> None:
     written_before = set(cache.rglob("*"))
     compiled = Flux2Engine.from_config(ModelConfig(source="tiny-dev", compile="regional", compile_cache_dir=str(cache)))
     assert compiled.compile_mode == "regional"
-    assert compiled.pipeline.vae.decoder._compiled_call_impl is not None, "the VAE follows the transformer by default"
+    assert isinstance(compiled.pipeline.vae.decoder.forward, DecoderGraphs), "the VAE follows the transformer"
     try:
         # one shape: a second one would recompile the blocks with dynamic shapes (twice the CPU time)
         want = eager.generate(_request(1)).images[0].astype(np.int16)
@@ -81,7 +82,7 @@ def test_compiled_vae_and_text_encoder_match_eager(compile_cache: Path) -> None:
     encoder = compiled.pipeline.text_encoder
     compiled_layers = [m for m in encoder.modules() if getattr(m, "_compiled_call_impl", None) is not None]
     assert compiled_layers and all(type(m).__name__.endswith("Layer") for m in compiled_layers)
-    assert compiled.pipeline.vae.decoder._compiled_call_impl is not None
+    assert isinstance(compiled.pipeline.vae.decoder.forward, DecoderGraphs)
     try:
         want = eager.generate(_request(1)).images[0].astype(np.int16)
         got = compiled.generate(_request(1)).images[0].astype(np.int16)
@@ -90,18 +91,33 @@ def test_compiled_vae_and_text_encoder_match_eager(compile_cache: Path) -> None:
         torch._dynamo.reset()
 
 
-def test_compiled_vae_serves_a_new_size_without_recompiling(compile_cache: Path) -> None:
-    """Warm-up buckets are often all square: a later non-square size must not recompile the VAE on a request."""
+def test_warmed_sizes_decode_through_static_graphs(compile_cache: Path) -> None:
+    """A warmed size decodes through its own static graph (n = 1 and n >= 2), any other size through the one
+    dynamic graph warm-up built: after warm-up no size and no n compiles the decoder, and each path gives the
+    eager decoder's pixels."""
     torch._dynamo.reset()
-    config = ModelConfig(source="tiny-klein", compile="none", compile_vae=True, compile_text_encoder=False)
-    engine = Flux2Engine.from_config(config.model_copy(update={"compile_cache_dir": str(compile_cache)}))
-    graphs = torch._dynamo.utils.counters["stats"]
+    config = ModelConfig(
+        source="tiny-klein",
+        compile="none",
+        compile_vae=True,
+        compile_text_encoder=False,
+        compile_cache_dir=str(compile_cache),
+        warmup_shapes=(Shape(width=1024, height=1024),),
+    )
+    engine = Flux2Engine.from_config(config)
+    eager = Flux2Engine.from_config(ModelConfig(source="tiny-klein"))
+    graphs = engine.pipeline.vae.decoder.forward
+    assert isinstance(graphs, DecoderGraphs) and graphs.static_sizes == {(128, 128)}
     try:
-        # sizes above the CPU's small-convolution backend switch for the tiny VAE, as every real size is
-        engine.generate(ImageRequest(prompt="a red car", width=1024, height=1024, seed=3, num_inference_steps=1))
-        after_square = graphs["unique_graphs"]
-        engine.generate(ImageRequest(prompt="a red car", width=1280, height=1024, seed=3, num_inference_steps=1))
-        assert graphs["unique_graphs"] == after_square > 0, "a new output size recompiled the VAE"
+        warm_up(engine)
+        warmed = counters["stats"]["unique_graphs"]
+        static_entries = torch._dynamo.eval_frame._debug_get_cache_entry_list(type(engine.pipeline.vae.decoder).forward)
+        assert len(static_entries) == 2, "one static graph for n = 1 and one for n >= 2"
+        for width, height, n in ((1024, 1024, 3), (1280, 1024, 1), (1024, 1280, 2), (1024, 1024, 1)):
+            request = ImageRequest(prompt="a red car", width=width, height=height, n=n, seed=3, num_inference_steps=1)
+            got, want = engine.generate(request).images, eager.generate(request).images
+            assert all(np.abs(a.astype(np.int16) - b).max() <= 2 for a, b in zip(got, want, strict=True))
+        assert counters["stats"]["unique_graphs"] == warmed, "a size or an n compiled the decoder after warm-up"
     finally:
         torch._dynamo.reset()
 
