@@ -17,6 +17,7 @@ SUITES = {
     "options": ("bench.options", "speed options end to end against a baseline, split by stage, with their deviation"),
     "step": ("bench.step", "one transformer step per compile variant: kernel split, rates, burst and sustained floors"),
     "attention": ("bench.attention", "attention kernels and backends at FLUX.2's shapes"),
+    "vae": ("bench.vae", "the VAE decode alone: eager, one dynamic graph, static graphs beside a general one"),
     "serve": ("bench.serve", "the same requests through Ray Serve over HTTP: serving overhead, split by stage"),
     "ready": ("bench.ready", "replica ready time, cold then warm compile cache, each in a fresh process"),
     "mixed": ("bench.mixed", "mixed back-to-back requests of several sizes: OOMs, GPU idle time, latency per shape"),
