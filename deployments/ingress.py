@@ -2,13 +2,12 @@
 
 CPU only: it reads and validates requests, picks the model deployment by the request's ``model``,
 awaits its ``generate`` and encodes the images. This is the one place that knows HTTP: errors from
-everywhere else carry a parameter and a code, and ``STATUS`` turns their class into a status.
+everywhere else carry a parameter and a code, and ``openai.errors`` turns their class into a status.
 """
 
 import asyncio
 import json
 import logging
-import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import contextmanager
@@ -16,9 +15,7 @@ from importlib.resources import files
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
-from pydantic.json_schema import models_json_schema
 from ray import serve
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError
@@ -36,15 +33,14 @@ from deployments.errors import (
     InvalidRequest,
     NotFound,
     Overloaded,
-    Retryable,
     TooLarge,
-    Unauthorized,
     Unavailable,
     UnsupportedMediaType,
 )
 from deployments.metrics import IngressMetrics
+from deployments.openai.errors import ERROR_RESPONSES, error_body, error_response, routing_error_response, status_of
+from deployments.openai.openapi import json_body, multipart_body, with_request_schemas
 from deployments.openai.protocol import (
-    ErrorResponse,
     ImageEditRequest,
     ImageGenerationRequest,
     ImageParams,
@@ -52,7 +48,6 @@ from deployments.openai.protocol import (
     ModelCard,
     ModelList,
     form_lora,
-    multipart_schema,
     parse_form_fields,
     parse_json_body,
 )
@@ -82,60 +77,6 @@ STATIC_FILES = {
 DESCRIBE_TIMEOUT_S = 5.0
 DESCRIBE_EVERY_S = 5.0
 
-# The one table from error class to HTTP status. Subclasses come before their base class.
-STATUS: tuple[tuple[type[Flux2Error], int], ...] = (
-    (InvalidRequest, 400),
-    (Unauthorized, 401),
-    (NotFound, 404),
-    (TooLarge, 413),
-    (UnsupportedMediaType, 415),
-    (Overloaded, 503),
-    (Unavailable, 503),
-    (GenerationFailed, 500),
-    (DeadlineExceeded, 504),
-    (BodyTimeout, 408),
-)
-
-
-def status_of(err: Flux2Error) -> int:
-    return next((status for cls, status in STATUS if isinstance(err, cls)), 500)
-
-
-def error_body(err: Flux2Error) -> dict[str, Any]:
-    """The OpenAI error object: the one shape of every error, answered or streamed."""
-    kind = "invalid_request_error" if status_of(err) < 500 else "server_error"
-    return {"message": err.message, "type": kind, "param": err.param, "code": err.code}
-
-
-def error_response(err: Flux2Error) -> JSONResponse:
-    """The error object with the status and the headers the error's meaning calls for."""
-    headers = {}
-    if isinstance(err, Retryable):
-        headers["Retry-After"] = str(max(1, math.ceil(err.retry_after_s)))
-    if isinstance(err, Unauthorized):
-        headers["WWW-Authenticate"] = "Bearer"
-    if isinstance(err, BodyTimeout):
-        headers["Connection"] = "close"  # the rest of the body may still come: the connection cannot be reused
-    return JSONResponse({"error": error_body(err)}, status_code=status_of(err), headers=headers)
-
-
-# What OpenAPI lists for every route: the statuses of STATUS, and 500 for the unexpected.
-ERRORS = {status: {"model": ErrorResponse} for status in sorted({status for _, status in STATUS} | {500})}
-
-
-def json_body(model: type) -> dict[str, Any]:
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": _ref(model)}}}}
-
-
-def multipart_body(model: type) -> dict[str, Any]:
-    schema = {"$ref": f"#/components/schemas/{model.__name__}Form"}
-    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
-
-
-def _ref(model: type) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{model.__name__}"}
-
-
 app = FastAPI(
     title="FLUX.2 Images API",
     version="0.1.0",
@@ -143,22 +84,8 @@ app = FastAPI(
 )
 
 
-def openapi() -> dict[str, Any]:
-    """FastAPI's schema plus the request bodies: the routes read their bodies themselves (to bound their size
-    while reading), so the request models are added to the components here."""
-    if app.openapi_schema:
-        return app.openapi_schema
-    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-    template = "#/components/schemas/{model}"
-    _, defs = models_json_schema([(ImageGenerationRequest, "validation")], ref_template=template)
-    components = schema.setdefault("components", {}).setdefault("schemas", {})
-    components.update(defs.get("$defs", {}))
-    components[f"{ImageEditRequest.__name__}Form"] = multipart_schema(ImageEditRequest, template)
-    app.openapi_schema = schema
-    return schema
-
-
-app.openapi = openapi
+# FastAPI's document, plus the request bodies the routes read themselves (cached by FastAPI once built).
+app.openapi = lambda: app.openapi_schema or with_request_schemas(FastAPI.openapi(app))
 
 
 @contextmanager
@@ -190,9 +117,7 @@ async def _service_error(_: Request, err: Flux2Error) -> JSONResponse:
 
 @app.exception_handler(StarletteHTTPException)
 async def _http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
-    code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code)
-    body = {"error": {"message": str(err.detail), "type": "invalid_request_error", "param": None, "code": code}}
-    return JSONResponse(body, status_code=err.status_code, headers=getattr(err, "headers", None))
+    return routing_error_response(err.status_code, str(err.detail), getattr(err, "headers", None))
 
 
 @app.exception_handler(Exception)
@@ -287,7 +212,7 @@ class ImagesIngress:
         "/v1/images/generations",
         openapi_extra=json_body(ImageGenerationRequest),
         response_model=ImagesResponse,
-        responses=ERRORS,
+        responses=ERROR_RESPONSES,
     )
     async def generations(self, request: Request) -> Response:
         return await self._observed(request, self._generations(request))
@@ -296,7 +221,7 @@ class ImagesIngress:
         "/v1/images/edits",
         openapi_extra=multipart_body(ImageEditRequest),
         response_model=ImagesResponse,
-        responses=ERRORS,
+        responses=ERROR_RESPONSES,
     )
     async def edits(self, request: Request) -> Response:
         return await self._observed(request, self._edits(request))
@@ -328,14 +253,16 @@ class ImagesIngress:
             return await self._stream(target, image_request, params, "image_edit")
         return await self._generate(request, target, image_request, params, arrived)
 
-    @app.api_route("/v1/models", response_model=ModelList, methods=["GET", "HEAD"], responses=ERRORS)
+    @app.api_route("/v1/models", response_model=ModelList, methods=["GET", "HEAD"], responses=ERROR_RESPONSES)
     async def list_models(self, request: Request) -> dict[str, Any]:
         """Answered from the config and what the replicas said of themselves earlier: never waits for a replica."""
         self.check_api_key(request.headers.get("authorization"))
         self._describe_in_background()
         return {"object": "list", "data": [card for name in self.model_configs for card in self._cards(name)]}
 
-    @app.api_route("/v1/models/{model_id:path}", response_model=ModelCard, methods=["GET", "HEAD"], responses=ERRORS)
+    @app.api_route(
+        "/v1/models/{model_id:path}", response_model=ModelCard, methods=["GET", "HEAD"], responses=ERROR_RESPONSES
+    )
     async def retrieve_model(self, model_id: str, request: Request) -> dict[str, Any]:
         self.check_api_key(request.headers.get("authorization"))
         self._describe_in_background()
@@ -551,7 +478,8 @@ class ImagesIngress:
                     with model_errors(name, timeout):
                         event = await events.__anext__()
             except Flux2Error as err:
-                yield f"event: error\ndata: {json.dumps({'type': 'error', 'error': error_body(err)})}\n\n"
+                error = {"type": "error", "error": error_body(err).model_dump(mode="json")}
+                yield f"event: error\ndata: {json.dumps(error)}\n\n"
             finally:
                 if not isinstance(event, ImageResult):
                     events.cancel()  # the client left or an error ended the stream: stop the run

@@ -204,16 +204,3 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
-
-
-def multipart_schema(model: type[BaseModel], ref_template: str) -> dict[str, Any]:
-    """The multipart form of an edit: the model's text fields plus the image and mask files."""
-    schema = model.model_json_schema(ref_template=ref_template)
-    binary = {"type": "string", "format": "binary"}
-    schema["properties"] = {
-        "image": {**binary, "description": "the image to edit (or use image[] for several references)"},
-        "image[]": {"type": "array", "items": binary, "description": "reference images; the first is edited"},
-        "mask": {**binary, "description": "PNG with alpha, the first image's size; alpha 0 marks what may change"},
-        **schema["properties"],
-    }
-    return schema
