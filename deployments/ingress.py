@@ -20,7 +20,6 @@ from ray import serve
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
-from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments.auth import ApiKeyCheck, load_api_keys
@@ -30,7 +29,6 @@ from deployments.errors import (
     DeadlineExceeded,
     Flux2Error,
     GenerationFailed,
-    InvalidRequest,
     NotFound,
     Overloaded,
     TooLarge,
@@ -39,6 +37,7 @@ from deployments.errors import (
 )
 from deployments.metrics import IngressMetrics
 from deployments.openai.errors import ERROR_RESPONSES, error_body, error_response, routing_error_response, status_of
+from deployments.openai.multipart import parse_edit_form
 from deployments.openai.openapi import json_body, multipart_body, with_request_schemas
 from deployments.openai.protocol import (
     ImageEditRequest,
@@ -47,7 +46,6 @@ from deployments.openai.protocol import (
     ImagesResponse,
     ModelCard,
     ModelList,
-    form_lora,
     parse_form_fields,
     parse_json_body,
 )
@@ -65,7 +63,6 @@ from deployments.types import ImageRequest, ImageResult
 
 logger = logging.getLogger("ray.serve")
 
-IMAGE_FIELDS = ("image", "image[]")
 STATIC = files("deployments").joinpath("static")
 STATIC_TYPES = {"js": "text/javascript", "css": "text/css", "png": "image/png", "svg": "image/svg+xml"}
 # The files the page may ask for, listed once: a request's name is looked up here and never reaches the file system.
@@ -152,9 +149,7 @@ async def read_body(request: Request, limits: Limits) -> bytes:
         if size > limit:
             raise TooLarge(f"request body exceeds the limit of {limit} bytes", code="request_too_large")
         chunks.append(chunk)
-    body = b"".join(chunks)
-    request._body = body  # Starlette's form() reuses the body read here
-    return body
+    return b"".join(chunks)
 
 
 def require_content_type(request: Request, expected: str) -> None:
@@ -243,8 +238,8 @@ class ImagesIngress:
         self.check_api_key(request.headers.get("authorization"))
         limits = self.config.limits
         require_content_type(request, "multipart/form-data")
-        await read_body(request, limits)
-        fields, images, mask = await self._read_form(request)
+        body = await read_body(request, limits)
+        fields, images, mask = await parse_edit_form(body, request.headers["content-type"], limits)
         params = parse_form_fields(fields)
         target = self._route(request, params)
         # Decoding and encoding images take tens of ms: off the event loop, so other requests keep flowing.
@@ -324,42 +319,6 @@ class ImagesIngress:
 
     def _cards(self, name: str) -> list[dict[str, Any]]:
         return model_cards(self.model_configs[name], self.config.limits, self._infos.get(name))
-
-    async def _read_form(self, request: Request) -> tuple[dict[str, str], list[bytes], bytes | None]:
-        limits = self.config.limits
-        try:
-            form = await request.form(
-                max_files=limits.max_reference_images + 8, max_fields=64, max_part_size=limits.max_body_bytes
-            )
-        except Exception as exc:  # malformed multipart, too many parts
-            raise InvalidRequest(f"could not parse multipart form: {exc}", code="invalid_multipart") from None
-        fields: dict[str, Any] = {}
-        images: list[bytes] = []
-        mask: bytes | None = None
-        lora: dict[str, list[str]] = {"lora[][name]": [], "lora[][scale]": []}
-        for key, value in form.multi_items():
-            if key in lora and isinstance(value, str):  # repeated by design: one a LoRA adapter
-                lora[key].append(value)
-            elif key in IMAGE_FIELDS or key == "mask":
-                data = await value.read() if isinstance(value, UploadFile) else value.encode()
-                if key == "mask" and mask is not None:
-                    raise InvalidRequest("field 'mask' was sent more than once", param="mask", code="invalid_value")
-                if key == "mask":
-                    mask = data
-                else:
-                    images.append(data)
-            elif isinstance(value, UploadFile):
-                raise InvalidRequest(f"unexpected file field '{key}'", param=key, code="invalid_value")
-            elif key in fields:
-                raise InvalidRequest(f"field '{key}' was sent more than once", param=key, code="invalid_value")
-            else:
-                fields[key] = value
-        await form.close()
-        if lora["lora[][name]"] or lora["lora[][scale]"]:
-            if "lora" in fields:
-                raise InvalidRequest("send lora as lora[][name] fields only", param="lora", code="invalid_value")
-            fields["lora"] = form_lora(lora["lora[][name]"], lora["lora[][scale]"])
-        return fields, images, mask
 
     async def _generate(
         self, request: Request, target: Route, image_request: ImageRequest, params: ImageParams, arrived: float

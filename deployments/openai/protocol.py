@@ -110,21 +110,6 @@ def parse_json_body(body: bytes) -> ImageGenerationRequest:
         raise _invalid(exc) from None
 
 
-def form_lora(names: list[str], scales: list[str]) -> list[dict[str, str]]:
-    """``lora`` from multipart's ``lora[][name]`` / ``lora[][scale]`` fields, as the openai client flattens a list
-    of objects: the scales pair with the names by order, so there must be one for every name or none."""
-    if scales and len(scales) != len(names):
-        raise InvalidRequest(
-            f"{len(names)} lora[][name] but {len(scales)} lora[][scale] fields: give a scale for every adapter or "
-            "for none",
-            param="lora",
-            code="invalid_value",
-        )
-    if not scales:
-        return [{"name": name} for name in names]
-    return [{"name": name, "scale": scale} for name, scale in zip(names, scales, strict=True)]
-
-
 def parse_form_fields(fields: dict[str, Any]) -> ImageEditRequest:
     """An edit request from its multipart text fields (numbers and booleans arrive as text)."""
     try:
