@@ -23,17 +23,14 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments.auth import ApiKeyCheck, load_api_keys
-from deployments.config import LIVE_MODEL_KEYS, LIVE_SERVICE_KEYS, Limits, ServiceConfig
+from deployments.config import LIVE_MODEL_KEYS, LIVE_SERVICE_KEYS, ServiceConfig
 from deployments.errors import (
-    BodyTimeout,
     DeadlineExceeded,
     Flux2Error,
     GenerationFailed,
     NotFound,
     Overloaded,
-    TooLarge,
     Unavailable,
-    UnsupportedMediaType,
 )
 from deployments.metrics import IngressMetrics
 from deployments.openai.errors import ERROR_RESPONSES, error_body, error_response, routing_error_response, status_of
@@ -59,6 +56,7 @@ from deployments.openai.serving import (
     stream_payloads,
 )
 from deployments.replicas import ReplicaWatch
+from deployments.request_body import read_body, require_content_type
 from deployments.types import ImageRequest, ImageResult
 
 logger = logging.getLogger("ray.serve")
@@ -121,43 +119,6 @@ async def _http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
 async def _unexpected(_: Request, err: Exception) -> JSONResponse:
     logger.exception("unhandled error in the ingress")
     return error_response(GenerationFailed("internal server error", code="internal_error"))
-
-
-async def read_body(request: Request, limits: Limits) -> bytes:
-    """Read the body, refusing it as soon as it exceeds ``limits.max_body_bytes`` (Serve has no body limit) or
-    misses its deadline: ``body_timeout_s`` plus a second per ``min_body_bytes_per_s`` of it (of what has arrived,
-    when no Content-Length says). A client that sends headers and then stalls holds its slot that long at most."""
-    limit = limits.max_body_bytes
-    declared = request.headers.get("content-length")
-    expected = int(declared) if declared and declared.isdigit() else None
-    if expected is not None and expected > limit:
-        raise TooLarge(f"request body is {declared} bytes; the limit is {limit}", code="request_too_large")
-    started = time.monotonic()
-    chunks, size = [], 0
-    stream = request.stream()
-    while True:
-        allowed = limits.body_timeout_s + (expected if expected is not None else size) / limits.min_body_bytes_per_s
-        try:
-            chunk = await asyncio.wait_for(anext(stream), max(0.0, started + allowed - time.monotonic()))
-        except StopAsyncIteration:
-            break
-        except TimeoutError:
-            raise BodyTimeout(
-                f"the request body did not arrive within {allowed:.1f}s ({size} bytes received)", code="body_timeout"
-            ) from None
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(f"request body exceeds the limit of {limit} bytes", code="request_too_large")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def require_content_type(request: Request, expected: str) -> None:
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != expected:
-        raise UnsupportedMediaType(
-            f"Content-Type must be {expected}, got {content_type or 'none'}", code="unsupported_media_type"
-        )
 
 
 @serve.ingress(app)
@@ -225,8 +186,8 @@ class ImagesIngress:
         arrived = time.time()
         self.check_api_key(request.headers.get("authorization"))
         limits = self.config.limits
-        require_content_type(request, "application/json")
-        params = parse_json_body(await read_body(request, limits))
+        require_content_type(request.headers.get("content-type"), "application/json")
+        params = parse_json_body(await read_body(request.stream(), request.headers.get("content-length"), limits))
         target = self._route(request, params)
         image_request = build_generation_request(params, limits, target)
         if params.stream:
@@ -237,8 +198,8 @@ class ImagesIngress:
         arrived = time.time()
         self.check_api_key(request.headers.get("authorization"))
         limits = self.config.limits
-        require_content_type(request, "multipart/form-data")
-        body = await read_body(request, limits)
+        require_content_type(request.headers.get("content-type"), "multipart/form-data")
+        body = await read_body(request.stream(), request.headers.get("content-length"), limits)
         fields, images, mask = await parse_edit_form(body, request.headers["content-type"], limits)
         params = parse_form_fields(fields)
         target = self._route(request, params)
