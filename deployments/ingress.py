@@ -6,10 +6,9 @@ everywhere else carry a parameter and a code, and ``openai.errors`` turns their 
 """
 
 import asyncio
-import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Iterator
 from contextlib import contextmanager
 from importlib.resources import files
 from typing import Any
@@ -19,7 +18,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from ray import serve
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError
-from ray.serve.handle import DeploymentHandle
+from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments.auth import ApiKeyCheck, load_api_keys
@@ -33,7 +32,7 @@ from deployments.errors import (
     Unavailable,
 )
 from deployments.metrics import IngressMetrics
-from deployments.openai.errors import ERROR_RESPONSES, error_body, error_response, routing_error_response, status_of
+from deployments.openai.errors import ERROR_RESPONSES, error_response, routing_error_response, status_of
 from deployments.openai.multipart import parse_edit_form
 from deployments.openai.openapi import json_body, multipart_body, with_request_schemas
 from deployments.openai.protocol import (
@@ -53,8 +52,8 @@ from deployments.openai.serving import (
     images_response,
     model_cards,
     route,
-    stream_payloads,
 )
+from deployments.openai.sse import Event, event_stream
 from deployments.replicas import ReplicaWatch
 from deployments.request_body import read_body, require_content_type
 from deployments.types import ImageRequest, ImageResult
@@ -386,31 +385,29 @@ class ImagesIngress:
                 events.cancel()
                 raise
 
-        async def body() -> AsyncIterator[str]:
-            event = first
-            try:
-                while True:
-                    for payload in await asyncio.to_thread(stream_payloads, event, params, event_prefix):
-                        yield f"event: {payload['type']}\ndata: {json.dumps(payload)}\n\n"
-                    if isinstance(event, ImageResult):
-                        self.metrics.images_out(name, len(event.images))
-                        return
-                    with model_errors(name, timeout):
-                        event = await events.__anext__()
-            except Flux2Error as err:
-                error = {"type": "error", "error": error_body(err).model_dump(mode="json")}
-                yield f"event: error\ndata: {json.dumps(error)}\n\n"
-            finally:
-                if not isinstance(event, ImageResult):
-                    events.cancel()  # the client left or an error ended the stream: stop the run
+        headers = {"x-model": name, "x-seed": str(image_request.seed), "x-lora": target.multiplexed_id}
+        rest = self._rest_of_stream(first, events, name, timeout)
+        return event_stream(
+            rest, params, event_prefix, headers, lambda result: self.metrics.images_out(name, len(result.images))
+        )
 
-        headers = {
-            "x-model": name,
-            "x-seed": str(image_request.seed),
-            "x-lora": target.multiplexed_id,
-            "cache-control": "no-store",
-        }
-        return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+    @staticmethod
+    async def _rest_of_stream(
+        first: Event, events: DeploymentResponseGenerator, name: str, timeout: float
+    ) -> AsyncGenerator[Event, None]:
+        """The first event, then the replica's next ones with their errors translated; a stream left before its
+        result (the client gone, an error) stops the run."""
+        event = first
+        try:
+            while True:
+                yield event
+                if isinstance(event, ImageResult):
+                    return
+                with model_errors(name, timeout):
+                    event = await events.__anext__()
+        finally:
+            if not isinstance(event, ImageResult):
+                events.cancel()
 
     def _describe_in_background(self) -> None:
         """Ask for the details of models not described for ``DESCRIBE_EVERY_S`` (a replica's live settings, its
