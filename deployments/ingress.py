@@ -33,6 +33,7 @@ from deployments.errors import (
 )
 from deployments.metrics import IngressMetrics
 from deployments.openai.errors import ERROR_RESPONSES, error_response, routing_error_response, status_of
+from deployments.openai.headers import Clock, image_headers, stream_headers
 from deployments.openai.multipart import parse_edit_form
 from deployments.openai.openapi import json_body, multipart_body, with_request_schemas
 from deployments.openai.protocol import (
@@ -191,7 +192,7 @@ class ImagesIngress:
         image_request = build_generation_request(params, limits, target)
         if params.stream:
             return await self._stream(target, image_request, params, "image_generation")
-        return await self._generate(request, target, image_request, params, arrived)
+        return await self._generate(target, image_request, params, arrived)
 
     async def _edits(self, request: Request) -> Response:
         arrived = time.time()
@@ -206,7 +207,7 @@ class ImagesIngress:
         image_request = await asyncio.to_thread(build_edit_request, params, images, mask, limits, target)
         if params.stream:
             return await self._stream(target, image_request, params, "image_edit")
-        return await self._generate(request, target, image_request, params, arrived)
+        return await self._generate(target, image_request, params, arrived)
 
     @app.api_route("/v1/models", response_model=ModelList, methods=["GET", "HEAD"], responses=ERROR_RESPONSES)
     async def list_models(self, request: Request) -> dict[str, Any]:
@@ -281,40 +282,15 @@ class ImagesIngress:
         return model_cards(self.model_configs[name], self.config.limits, self._infos.get(name))
 
     async def _generate(
-        self, request: Request, target: Route, image_request: ImageRequest, params: ImageParams, arrived: float
+        self, target: Route, image_request: ImageRequest, params: ImageParams, arrived: float
     ) -> Response:
         parsed = time.time()
-        name = target.model.served_name
         result = await self._call_model(target, image_request)
         returned = time.time()
-        self.metrics.images_out(name, len(result.images))
+        self.metrics.images_out(target.model.served_name, len(result.images))
         # Encoding images and rendering megabytes of base64 JSON take milliseconds: not on the event loop.
         content = await asyncio.to_thread(images_response, result, params)
-        done = time.time()
-        timings = result.timings
-        waited = max(0.0, timings.started_at - parsed)  # Serve's queue, then the replica's
-        stages = {
-            "parse": parsed - arrived,  # read the body, validate, decode reference images
-            "queue": waited,
-            "adapter": timings.adapter_s,  # LoRA adapters read (first use) and switched in
-            "generate": timings.generate_s,
-            "handle": returned - parsed - waited - timings.adapter_s - timings.generate_s - timings.output_s,
-            "encode": timings.output_s + done - returned,  # images off the GPU, encoding, base64, JSON
-        }
-        headers = {
-            "x-model": name,
-            "x-model-weights": result.weights,
-            "x-lora": target.multiplexed_id,
-            "x-seed": str(result.seed),
-            "x-num-inference-steps": str(result.num_inference_steps),
-            "x-mask-applied": str(result.mask_applied).lower(),
-            "x-step-cache": str(result.step_cache).lower(),
-            "x-batch-size": str(timings.batch_size),
-            "x-generate-ms": f"{timings.generate_s * 1000:.1f}",
-            "x-queue-ms": f"{(parsed - arrived + waited) * 1000:.1f}",  # from arrival to the start of generation
-            "x-total-ms": f"{(done - arrived) * 1000:.1f}",
-            "server-timing": ", ".join(f"{key};dur={value * 1000:.1f}" for key, value in stages.items()),
-        }
+        headers = image_headers(target, result, Clock(arrived, parsed, returned, time.time()))
         return Response(content, media_type="application/json", headers=headers)
 
     def _handle(self, target: Route) -> DeploymentHandle:
@@ -385,11 +361,11 @@ class ImagesIngress:
                 events.cancel()
                 raise
 
-        headers = {"x-model": name, "x-seed": str(image_request.seed), "x-lora": target.multiplexed_id}
+        def count_images(result: ImageResult) -> None:  # a stream's images count once it completes
+            self.metrics.images_out(name, len(result.images))
+
         rest = self._rest_of_stream(first, events, name, timeout)
-        return event_stream(
-            rest, params, event_prefix, headers, lambda result: self.metrics.images_out(name, len(result.images))
-        )
+        return event_stream(rest, params, event_prefix, stream_headers(target, image_request), count_images)
 
     @staticmethod
     async def _rest_of_stream(
