@@ -10,7 +10,6 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Iterator
 from contextlib import contextmanager
-from importlib.resources import files
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -21,6 +20,7 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from deployments import playground
 from deployments.auth import ApiKeyCheck, load_api_keys
 from deployments.config import LIVE_MODEL_KEYS, LIVE_SERVICE_KEYS, ServiceConfig
 from deployments.errors import (
@@ -61,14 +61,6 @@ from deployments.types import ImageRequest, ImageResult
 
 logger = logging.getLogger("ray.serve")
 
-STATIC = files("deployments").joinpath("static")
-STATIC_TYPES = {"js": "text/javascript", "css": "text/css", "png": "image/png", "svg": "image/svg+xml"}
-# The files the page may ask for, listed once: a request's name is looked up here and never reaches the file system.
-STATIC_FILES = {
-    item.name: STATIC_TYPES[item.name.rpartition(".")[2]]
-    for item in STATIC.iterdir()
-    if item.is_file() and item.name.rpartition(".")[2] in STATIC_TYPES
-}
 DESCRIBE_TIMEOUT_S = 5.0
 DESCRIBE_EVERY_S = 5.0
 
@@ -228,16 +220,14 @@ class ImagesIngress:
         return cards[model_id]
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def playground(self) -> HTMLResponse:
-        return HTMLResponse(STATIC.joinpath("index.html").read_text(encoding="utf-8"))
+    async def page(self) -> HTMLResponse:
+        return HTMLResponse(playground.page())
 
     @app.get("/static/{name}", include_in_schema=False)
-    async def static_file(self, name: str) -> Response:
-        """The playground's scripts, styles and images: only the files of ``STATIC_FILES``."""
-        if name not in STATIC_FILES:
-            raise NotFound(f"no static file {name[:100]!r}", code="not_found")
-        headers = {"cache-control": "no-cache"}
-        return Response(STATIC.joinpath(name).read_bytes(), media_type=STATIC_FILES[name], headers=headers)
+    async def static(self, name: str) -> Response:
+        """The playground's scripts, styles and images: only the files of ``playground.STATIC_FILES``."""
+        content, media_type = playground.static_file(name)
+        return Response(content, media_type=media_type, headers={"cache-control": "no-cache"})
 
     @app.api_route("/healthz", methods=["GET", "HEAD"])
     async def healthz(self) -> dict[str, str]:
