@@ -8,29 +8,20 @@ everywhere else carry a parameter and a code, and ``openai.errors`` turns their 
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from ray import serve
-from ray.exceptions import RayActorError, RayTaskError
-from ray.serve.exceptions import BackPressureError
-from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
+from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments import playground
 from deployments.auth import ApiKeyCheck, load_api_keys
-from deployments.config import LIVE_MODEL_KEYS, LIVE_SERVICE_KEYS, ServiceConfig
-from deployments.errors import (
-    DeadlineExceeded,
-    Flux2Error,
-    GenerationFailed,
-    NotFound,
-    Overloaded,
-    Unavailable,
-)
+from deployments.config import LIVE_SERVICE_KEYS, ServiceConfig
+from deployments.errors import Flux2Error, GenerationFailed, NotFound
+from deployments.handles import ModelHandles
 from deployments.metrics import IngressMetrics
 from deployments.openai.errors import ERROR_RESPONSES, error_response, routing_error_response, status_of
 from deployments.openai.headers import Clock, image_headers, stream_headers
@@ -54,15 +45,11 @@ from deployments.openai.serving import (
     model_cards,
     route,
 )
-from deployments.openai.sse import Event, event_stream
-from deployments.replicas import ReplicaWatch
+from deployments.openai.sse import event_stream
 from deployments.request_body import read_body, require_content_type
 from deployments.types import ImageRequest, ImageResult
 
 logger = logging.getLogger("ray.serve")
-
-DESCRIBE_TIMEOUT_S = 5.0
-DESCRIBE_EVERY_S = 5.0
 
 app = FastAPI(
     title="FLUX.2 Images API",
@@ -73,28 +60,6 @@ app = FastAPI(
 
 # FastAPI's document, plus the request bodies the routes read themselves (cached by FastAPI once built).
 app.openapi = lambda: app.openapi_schema or with_request_schemas(FastAPI.openapi(app))
-
-
-@contextmanager
-def model_errors(name: str, timeout: float) -> Iterator[None]:
-    """Translate what a model call can raise into the service's errors."""
-    try:
-        yield
-    except Flux2Error:
-        raise
-    except RayTaskError as exc:
-        if isinstance(exc.cause, Flux2Error):
-            raise exc.cause from None
-        logger.error("model %s failed: %s", name, exc)
-        raise GenerationFailed("the model failed to generate the image", code="generation_failed") from None
-    except BackPressureError:
-        raise Overloaded("the server is at capacity; retry shortly", retry_after_s=2, code="overloaded") from None
-    except TimeoutError:
-        raise DeadlineExceeded(f"generation did not finish within {timeout:g}s", code="timeout") from None
-    except RayActorError:
-        raise Unavailable(
-            "the model replica serving this request died; retry", retry_after_s=5, code="replica_died"
-        ) from None
 
 
 @app.exception_handler(Flux2Error)
@@ -132,15 +97,10 @@ class ImagesIngress:
     def __init__(self, models: dict[str, DeploymentHandle], config: ServiceConfig):
         self.base_config = config  # what args say; reconfigure applies user_config over it
         self.config = config
-        self.models = models
+        self.models = ModelHandles(models, config.models)
         self._reconfigured = False  # the first reconfigure comes right after the constructor
-        self.model_configs = {m.served_name: m for m in config.models}
         self.check_api_key = ApiKeyCheck(load_api_keys(config.auth))
-        self.metrics = IngressMetrics(list(self.model_configs))
-        self.replicas = ReplicaWatch({name: m.deployment_name for name, m in self.model_configs.items()})
-        self._infos: dict[str, dict[str, Any]] = {}
-        self._described_at: dict[str, float] = {}
-        self._describing: asyncio.Task | None = None
+        self.metrics = IngressMetrics(list(self.models.configs))
 
     async def reconfigure(self, user_config: dict[str, Any] | None) -> None:
         """Serve's ``user_config``: the request limits (``LIVE_SERVICE_KEYS``) applied without a restart; keys it
@@ -205,16 +165,16 @@ class ImagesIngress:
     async def list_models(self, request: Request) -> dict[str, Any]:
         """Answered from the config and what the replicas said of themselves earlier: never waits for a replica."""
         self.check_api_key(request.headers.get("authorization"))
-        self._describe_in_background()
-        return {"object": "list", "data": [card for name in self.model_configs for card in self._cards(name)]}
+        self.models.describe_in_background()
+        return {"object": "list", "data": [card for name in self.models.configs for card in self._cards(name)]}
 
     @app.api_route(
         "/v1/models/{model_id:path}", response_model=ModelCard, methods=["GET", "HEAD"], responses=ERROR_RESPONSES
     )
     async def retrieve_model(self, model_id: str, request: Request) -> dict[str, Any]:
         self.check_api_key(request.headers.get("authorization"))
-        self._describe_in_background()
-        cards = {card["id"]: card for name in self.model_configs for card in self._cards(name)}
+        self.models.describe_in_background()
+        cards = {card["id"]: card for name in self.models.configs for card in self._cards(name)}
         if model_id not in cards:
             raise NotFound(f"The model '{model_id}' does not exist", param="model", code="model_not_found")
         return cards[model_id]
@@ -240,7 +200,7 @@ class ImagesIngress:
         Asking the replicas themselves would queue behind generations when they are busy, and a busy
         service is not an unready one.
         """
-        running = {name: count or 0 for name, count in (await self.replicas.refresh()).items()}
+        running = {name: count or 0 for name, count in (await self.models.replicas.refresh()).items()}
         ready = all(running.values())
         body = {
             "status": "ready" if ready else "not_ready",
@@ -263,19 +223,19 @@ class ImagesIngress:
             self.metrics.observe(request.url.path, model, status, time.perf_counter() - started)
 
     def _route(self, request: Request, params: ImageParams) -> Route:
-        self._describe_in_background()
-        target = route(params, self.model_configs, self.config.default_model)
+        self.models.describe_in_background()
+        target = route(params, self.models.configs, self.config.default_model)
         request.state.model = target.model.served_name
         return target
 
     def _cards(self, name: str) -> list[dict[str, Any]]:
-        return model_cards(self.model_configs[name], self.config.limits, self._infos.get(name))
+        return model_cards(self.models.configs[name], self.config.limits, self.models.infos.get(name))
 
     async def _generate(
         self, target: Route, image_request: ImageRequest, params: ImageParams, arrived: float
     ) -> Response:
         parsed = time.time()
-        result = await self._call_model(target, image_request)
+        result = await self.models.generate(target, image_request, self.config.limits)
         returned = time.time()
         self.metrics.images_out(target.model.served_name, len(result.images))
         # Encoding images and rendering megabytes of base64 JSON take milliseconds: not on the event loop.
@@ -283,118 +243,14 @@ class ImagesIngress:
         headers = image_headers(target, result, Clock(arrived, parsed, returned, time.time()))
         return Response(content, media_type="application/json", headers=headers)
 
-    def _handle(self, target: Route) -> DeploymentHandle:
-        """The model's handle; with LoRA adapters, multiplexed by the stack, so Serve prefers a replica that
-        already holds it."""
-        handle = self.models[target.model.served_name]
-        return handle.options(multiplexed_model_id=target.multiplexed_id) if target.adapters else handle
-
-    async def _call_model(self, target: Route, image_request: ImageRequest) -> ImageResult:
-        timeout, name = self.config.limits.request_timeout_s, target.model.served_name
-        await self._require_replica(name)
-        response = self._handle(target).generate.remote(image_request)
-        with model_errors(name, timeout):
-            try:
-                return await self._while_served(name, asyncio.wait_for(response, timeout))
-            except (TimeoutError, asyncio.CancelledError, Unavailable):
-                response.cancel()  # the replica stops the run at its next step instead of finishing it for no one
-                raise
-
-    async def _require_replica(self, name: str) -> None:
-        """Answer at once (503 + Retry-After) when the model has no running replica, instead of letting the
-        request wait for a replacement to load and warm up; ``limits.no_replica_wait_s`` waits that long first."""
-        if not await self.replicas.wait_for_running(name, self.config.limits.no_replica_wait_s):
-            raise self._no_replica(name)
-
-    async def _while_served(self, name: str, call: Awaitable[Any]) -> Any:
-        """``call``'s result, unless the model is left without a running replica first (its only one died after
-        the request was routed): then Serve would hold the request until a replacement is warm, so it is answered
-        503 as a new request would be."""
-        waiting = asyncio.ensure_future(call)
-        watch = asyncio.ensure_future(self._until_unserved(name))
-        try:
-            await asyncio.wait({waiting, watch}, return_when=asyncio.FIRST_COMPLETED)
-            if waiting.done():
-                return waiting.result()
-            return watch.result()  # raises Unavailable
-        finally:
-            watch.cancel()
-            waiting.cancel()
-
-    async def _until_unserved(self, name: str) -> None:
-        """Raise Unavailable once ``name`` has had no running replica for ``limits.no_replica_wait_s``."""
-        while True:
-            await self.replicas.until_none_running(name)
-            if not await self.replicas.wait_for_running(name, self.config.limits.no_replica_wait_s):
-                raise self._no_replica(name)
-
-    @staticmethod
-    def _no_replica(name: str) -> Unavailable:
-        return Unavailable(
-            f"model {name} has no running replica right now (starting or being replaced); retry shortly",
-            retry_after_s=10,
-            code="no_replica",
-        )
-
     async def _stream(
         self, target: Route, image_request: ImageRequest, params: ImageParams, event_prefix: str
     ) -> StreamingResponse:
         """Server-sent events in the OpenAI Images streaming shape, plus a ``.progress`` event a step."""
-        timeout, name = self.config.limits.request_timeout_s, target.model.served_name
-        await self._require_replica(name)
-        handle = self._handle(target).options(stream=True)
-        events = handle.generate_stream.remote(image_request, params.partial_images or 0)
-        with model_errors(name, timeout):  # errors before the first event still get a proper status code
-            try:
-                first = await self._while_served(name, asyncio.wait_for(events.__anext__(), timeout))
-            except (TimeoutError, asyncio.CancelledError, Unavailable):
-                events.cancel()
-                raise
+        name = target.model.served_name
+        events = await self.models.stream(target, image_request, params.partial_images or 0, self.config.limits)
 
         def count_images(result: ImageResult) -> None:  # a stream's images count once it completes
             self.metrics.images_out(name, len(result.images))
 
-        rest = self._rest_of_stream(first, events, name, timeout)
-        return event_stream(rest, params, event_prefix, stream_headers(target, image_request), count_images)
-
-    @staticmethod
-    async def _rest_of_stream(
-        first: Event, events: DeploymentResponseGenerator, name: str, timeout: float
-    ) -> AsyncGenerator[Event, None]:
-        """The first event, then the replica's next ones with their errors translated; a stream left before its
-        result (the client gone, an error) stops the run."""
-        event = first
-        try:
-            while True:
-                yield event
-                if isinstance(event, ImageResult):
-                    return
-                with model_errors(name, timeout):
-                    event = await events.__anext__()
-        finally:
-            if not isinstance(event, ImageResult):
-                events.cancel()
-
-    def _describe_in_background(self) -> None:
-        """Ask for the details of models not described for ``DESCRIBE_EVERY_S`` (a replica's live settings, its
-        adapters among them, change with ``reconfigure``), without making the request wait for them."""
-        now = time.monotonic()
-        due = [
-            name for name in self.models if name not in self._infos or now - self._described_at[name] > DESCRIBE_EVERY_S
-        ]
-        if due and (self._describing is None or self._describing.done()):
-            self._describing = asyncio.create_task(self._describe(due))
-
-    async def _describe(self, names: list[str]) -> None:
-        async def describe(name: str) -> None:
-            self._described_at[name] = time.monotonic()
-            try:
-                info = await asyncio.wait_for(self.models[name].describe.remote(), DESCRIBE_TIMEOUT_S)
-            except Exception:
-                logger.info("model %s did not describe itself within %ss; asked again later", name, DESCRIBE_TIMEOUT_S)
-                return
-            settings = info.pop("settings")
-            self.model_configs[name] = self.base_config.model(name).reconfigured(settings, LIVE_MODEL_KEYS)
-            self._infos[name] = info
-
-        await asyncio.gather(*(describe(name) for name in names))
+        return event_stream(events, params, event_prefix, stream_headers(target, image_request), count_images)
