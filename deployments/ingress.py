@@ -1,8 +1,9 @@
-"""HTTP ingress: the OpenAI-compatible Images API, model listing, health and the playground page.
+"""HTTP ingress: the FastAPI app, its routes (Images API, model listing, health, the playground page) and the
+ingress deployment (its Serve options, reconfigure, the model handles).
 
-CPU only: it reads and validates requests, picks the model deployment by the request's ``model``,
-awaits its ``generate`` and encodes the images. This is the one place that knows HTTP: errors from
-everywhere else carry a parameter and a code, and ``openai.errors`` turns their class into a status.
+CPU only. Each route reads its body (``request_body``), hands it to the wire package (``openai/``) to parse and
+resolve, awaits the model deployment (``handles``) and returns what ``openai/`` builds. Errors from everywhere
+carry a parameter and a code; ``openai.errors`` turns their class into a status.
 """
 
 import asyncio
