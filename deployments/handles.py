@@ -24,9 +24,8 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 from deployments.config import LIVE_MODEL_KEYS, Limits, ModelConfig
 from deployments.errors import DeadlineExceeded, Flux2Error, GenerationFailed, Overloaded, Unavailable
 from deployments.openai.serving import Route
-from deployments.openai.sse import Event
 from deployments.replicas import ReplicaWatch
-from deployments.types import ImageRequest, ImageResult
+from deployments.types import ImageRequest, ImageResult, StreamEvent
 
 logger = logging.getLogger("ray.serve")
 
@@ -90,7 +89,7 @@ class ModelHandles:
 
     async def stream(
         self, target: Route, request: ImageRequest, partial_images: int, limits: Limits
-    ) -> AsyncGenerator[Event, None]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         """The run's events; the first is awaited here, so an error before it still gets its own status."""
         timeout, name = limits.request_timeout_s, target.model.served_name
         await self._require_replica(name, limits)
@@ -163,8 +162,8 @@ class ModelHandles:
 
     @staticmethod
     async def _rest_of_stream(
-        first: Event, events: DeploymentResponseGenerator, name: str, timeout: float
-    ) -> AsyncGenerator[Event, None]:
+        first: StreamEvent, events: DeploymentResponseGenerator, name: str, timeout: float
+    ) -> AsyncGenerator[StreamEvent, None]:
         """The first event, then the replica's next ones with their errors translated; a stream left before its
         result (the client gone, an error) stops the run."""
         event = first

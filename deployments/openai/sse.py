@@ -21,12 +21,10 @@ from deployments.openai.errors import error_body
 from deployments.openai.images import encode_image, to_b64
 from deployments.openai.protocol import ImageParams
 from deployments.openai.serving import image_file
-from deployments.types import ImageResult, PartialImage, StepProgress
-
-Event = StepProgress | PartialImage | ImageResult
+from deployments.types import ImageResult, PartialImage, StepProgress, StreamEvent
 
 
-def stream_payloads(event: Event, params: ImageParams, prefix: str) -> list[dict[str, Any]]:
+def stream_payloads(event: StreamEvent, params: ImageParams, prefix: str) -> list[dict[str, Any]]:
     """Server-sent event payloads for one engine event (``prefix``: image_generation or image_edit).
 
     ``.partial_image`` and ``.completed`` follow the OpenAI Images streaming events; ``.progress`` is
@@ -74,7 +72,10 @@ def frame(payload: dict[str, Any]) -> str:
 
 
 async def sse_events(
-    events: AsyncGenerator[Event, None], params: ImageParams, prefix: str, on_result: Callable[[ImageResult], None]
+    events: AsyncGenerator[StreamEvent, None],
+    params: ImageParams,
+    prefix: str,
+    on_result: Callable[[ImageResult], None],
 ) -> AsyncGenerator[str, None]:
     """The framed events up to the result (``on_result`` is told of it); an error raised on the way ends the
     stream with an ``error`` event. ``events`` is closed however the stream ends, a client gone included."""
@@ -92,7 +93,7 @@ async def sse_events(
 
 
 def event_stream(
-    events: AsyncGenerator[Event, None],
+    events: AsyncGenerator[StreamEvent, None],
     params: ImageParams,
     prefix: str,
     headers: Mapping[str, str],

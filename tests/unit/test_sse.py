@@ -12,8 +12,8 @@ import numpy as np
 from deployments.errors import GenerationFailed, InvalidRequest
 from deployments.openai.images import encode_image
 from deployments.openai.protocol import ImageParams
-from deployments.openai.sse import Event, event_stream, frame, sse_events, stream_payloads
-from deployments.types import EncodedImage, ImageResult, PartialImage, StepProgress, Timings
+from deployments.openai.sse import event_stream, frame, sse_events, stream_payloads
+from deployments.types import EncodedImage, ImageResult, PartialImage, StepProgress, StreamEvent, Timings
 from tests.helpers import decode_b64_image
 
 PARAMS = ImageParams(prompt="p", stream=True, partial_images=1)
@@ -33,10 +33,10 @@ def result(n: int = 1) -> ImageResult:
 class Source:
     """A replica's stream of events: ``fail`` raises after them; ``closed`` tells whether it was closed."""
 
-    def __init__(self, *events: Event, fail: Exception | None = None) -> None:
+    def __init__(self, *events: StreamEvent, fail: Exception | None = None) -> None:
         self.events, self.fail, self.closed = events, fail, False
 
-    async def __call__(self) -> AsyncGenerator[Event, None]:
+    async def __call__(self) -> AsyncGenerator[StreamEvent, None]:
         try:
             for event in self.events:
                 yield event
