@@ -1,7 +1,7 @@
 """Errors the service raises: a message, the parameter at fault and a stable code; no transport.
 
-The engine, the model server and the request builders raise these. Only the ingress knows HTTP: it
-maps each class to a status (``deployments.ingress.STATUS``) and renders the one OpenAI error shape.
+The engine, the model server and the request builders raise these. Only the ingress layer knows HTTP:
+``deployments.openai.errors`` maps each class to a status (``STATUS``) and renders the one OpenAI error shape.
 The errors survive Ray's process boundary with their fields intact.
 """
 

@@ -24,7 +24,7 @@ from deployments.engine import Flux2Engine, warm_up
 from deployments.engine.progress import GenerationCancelled, StepReporter
 from deployments.errors import Unavailable
 from deployments.metrics import ModelMetrics
-from deployments.types import ImageRequest, ImageResult, PartialImage, StepProgress
+from deployments.types import ImageRequest, ImageResult, StreamEvent
 
 logger = logging.getLogger("ray.serve")
 
@@ -131,9 +131,7 @@ class Flux2Model:
                 results[index] = result
         return results
 
-    async def generate_stream(
-        self, request: ImageRequest, partial_images: int = 0
-    ) -> AsyncIterator[StepProgress | PartialImage | ImageResult]:
+    async def generate_stream(self, request: ImageRequest, partial_images: int = 0) -> AsyncIterator[StreamEvent]:
         """Yield progress after every step, ``partial_images`` previews, then the ImageResult.
 
         When the client goes away Serve cancels this generator; the run then stops after the current step.

@@ -108,6 +108,9 @@ class PartialImage:
     image: np.ndarray
 
 
+StreamEvent = StepProgress | PartialImage | ImageResult  # what a model's generate_stream yields, the result last
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """Describes a loaded engine: shown by /v1/models, /readyz, logs and response headers."""

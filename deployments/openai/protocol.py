@@ -110,21 +110,6 @@ def parse_json_body(body: bytes) -> ImageGenerationRequest:
         raise _invalid(exc) from None
 
 
-def form_lora(names: list[str], scales: list[str]) -> list[dict[str, str]]:
-    """``lora`` from multipart's ``lora[][name]`` / ``lora[][scale]`` fields, as the openai client flattens a list
-    of objects: the scales pair with the names by order, so there must be one for every name or none."""
-    if scales and len(scales) != len(names):
-        raise InvalidRequest(
-            f"{len(names)} lora[][name] but {len(scales)} lora[][scale] fields: give a scale for every adapter or "
-            "for none",
-            param="lora",
-            code="invalid_value",
-        )
-    if not scales:
-        return [{"name": name} for name in names]
-    return [{"name": name, "scale": scale} for name, scale in zip(names, scales, strict=True)]
-
-
 def parse_form_fields(fields: dict[str, Any]) -> ImageEditRequest:
     """An edit request from its multipart text fields (numbers and booleans arrive as text)."""
     try:
@@ -204,16 +189,3 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
-
-
-def multipart_schema(model: type[BaseModel], ref_template: str) -> dict[str, Any]:
-    """The multipart form of an edit: the model's text fields plus the image and mask files."""
-    schema = model.model_json_schema(ref_template=ref_template)
-    binary = {"type": "string", "format": "binary"}
-    schema["properties"] = {
-        "image": {**binary, "description": "the image to edit (or use image[] for several references)"},
-        "image[]": {"type": "array", "items": binary, "description": "reference images; the first is edited"},
-        "mask": {**binary, "description": "PNG with alpha, the first image's size; alpha 0 marks what may change"},
-        **schema["properties"],
-    }
-    return schema

@@ -23,10 +23,9 @@ from deployments.openai.images import (
     encode_image,
     output_quality,
     parse_size,
-    to_b64,
 )
 from deployments.openai.protocol import ImageParams, ModelLimits
-from deployments.types import EncodedImage, ImageRequest, ImageResult, PartialImage, StepProgress
+from deployments.types import EncodedImage, ImageRequest, ImageResult
 
 
 def model_cards(model: ModelConfig, limits: Limits, described: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -201,47 +200,3 @@ def images_response(result: ImageResult, params: ImageParams) -> bytes:
     for index, (file, _) in enumerate(files):
         parts += [b"," if index else b"", b'{"b64_json":"', base64.b64encode(file), b'"}']
     return b"".join([*parts, b"]}"])  # one copy of the megabytes
-
-
-def stream_payloads(
-    event: StepProgress | PartialImage | ImageResult, params: ImageParams, prefix: str
-) -> list[dict[str, Any]]:
-    """Server-sent event payloads for one engine event (``prefix``: image_generation or image_edit).
-
-    ``.partial_image`` and ``.completed`` follow the OpenAI Images streaming events; ``.progress`` is
-    this server's extension, as is ``generate_ms`` on ``.completed``. A request for n images ends with n
-    ``.completed`` events.
-    """
-    created = int(time.time())
-    common = {"created_at": created, "output_format": params.output_format, "background": "opaque", "quality": "auto"}
-    if isinstance(event, StepProgress):
-        return [
-            {
-                "type": f"{prefix}.progress",
-                "step": event.step,
-                "num_steps": event.num_steps,
-                "elapsed_s": round(event.elapsed_s, 3),
-            }
-        ]
-    if isinstance(event, PartialImage):
-        height, width = event.image.shape[:2]
-        b64 = to_b64(encode_image(event.image, params.output_format, params.output_compression))
-        return [
-            {
-                "type": f"{prefix}.partial_image",
-                "b64_json": b64,
-                "partial_image_index": event.index,
-                "size": f"{width}x{height}",
-                **common,
-            }
-        ]
-    return [
-        {
-            "type": f"{prefix}.completed",
-            "b64_json": to_b64(file),
-            "size": size,
-            "generate_ms": round(event.timings.generate_s * 1000, 1),  # extension: as x-generate-ms
-            **common,
-        }
-        for file, size in (image_file(image, params) for image in event.images)
-    ]

@@ -1,0 +1,51 @@
+"""The request bodies of ``/openapi.json``.
+
+The image routes read their bodies themselves, to bound them while they arrive, so FastAPI sees no body model:
+each route names its body here (``json_body``, ``multipart_body``) and ``with_request_schemas`` adds the models
+to the document's components. The error responses come from the status table (``openai.errors``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from deployments.openai.protocol import ImageEditRequest, ImageGenerationRequest
+
+REF_TEMPLATE = "#/components/schemas/{model}"
+
+
+def json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """A route's ``openapi_extra``: a required JSON body of ``model``."""
+    schema = {"$ref": REF_TEMPLATE.format(model=model.__name__)}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def multipart_body(model: type[BaseModel]) -> dict[str, Any]:
+    """A route's ``openapi_extra``: a required multipart form, ``model``'s text fields beside the files."""
+    schema = {"$ref": REF_TEMPLATE.format(model=f"{model.__name__}Form")}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+
+
+def multipart_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The multipart form of an edit: the model's text fields plus the image and mask files."""
+    schema = model.model_json_schema(ref_template=REF_TEMPLATE)
+    binary = {"type": "string", "format": "binary"}
+    schema["properties"] = {
+        "image": {**binary, "description": "the image to edit (or use image[] for several references)"},
+        "image[]": {"type": "array", "items": binary, "description": "reference images; the first is edited"},
+        "mask": {**binary, "description": "PNG with alpha, the first image's size; alpha 0 marks what may change"},
+        **schema["properties"],
+    }
+    return schema
+
+
+def with_request_schemas(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` (FastAPI's document, changed in place) with the models the bodies above refer to."""
+    _, defs = models_json_schema([(ImageGenerationRequest, "validation")], ref_template=REF_TEMPLATE)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.update(defs.get("$defs", {}))
+    components[f"{ImageEditRequest.__name__}Form"] = multipart_schema(ImageEditRequest)
+    return schema
