@@ -40,6 +40,12 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def written(workdir: Path) -> set[str]:
+    """The files in the repository root but for examples/: what the scripts wrote, all of it meant for outputs/."""
+    files = (path.relative_to(workdir) for path in workdir.rglob("*") if path.is_file())
+    return {str(path) for path in files if path.parts[0] != EXAMPLES.name}
+
+
 def run(script: str, url: str, cwd: Path) -> str:
     command = ["bash" if script.endswith(".sh") else sys.executable, f"examples/{script}"]
     done = subprocess.run(
@@ -56,26 +62,31 @@ def test_the_readme_shows_each_example_as_written(script: str) -> None:
 
 def test_edit_with_two_references(examples_url: str, workdir: Path) -> None:
     run("edit.sh", examples_url, workdir)
-    assert Image.open(workdir / "edit.png").size == (512, 512)
+    assert written(workdir) == {"outputs/edit.png"}
+    assert Image.open(workdir / "outputs/edit.png").size == (512, 512)
 
 
 def test_masked_edit_keeps_everything_outside_the_mask(examples_url: str, workdir: Path) -> None:
     run("masked_edit.sh", examples_url, workdir)
+    assert written(workdir) == {"outputs/dog.png"}
     source = np.asarray(Image.open(EXAMPLES / "cat.png").convert("RGB"))
     kept = np.asarray(Image.open(EXAMPLES / "cat_mask.png"))[..., 3] == 255
-    edited = np.asarray(Image.open(workdir / "dog.png").convert("RGB"))
+    edited = np.asarray(Image.open(workdir / "outputs/dog.png").convert("RGB"))
     assert edited.shape == source.shape and np.array_equal(edited[kept], source[kept])
     assert not np.array_equal(edited[~kept], source[~kept])
 
 
 def test_generate_two_images(examples_url: str, workdir: Path) -> None:
     run("generate.sh", examples_url, workdir)
-    images = [np.asarray(Image.open(workdir / f"fox-{i}.png")) for i in (0, 1)]
+    assert written(workdir) == {"outputs/fox-0.png", "outputs/fox-1.png"}
+    images = [np.asarray(Image.open(workdir / f"outputs/fox-{i}.png")) for i in (0, 1)]
     assert images[0].shape == (384, 512, 3) and not np.array_equal(*images)
 
 
 def test_openai_client(examples_url: str, workdir: Path) -> None:
     events = run("openai_client.py", examples_url, workdir).split()
+    assert written(workdir) == {"outputs/client-edit.png", "outputs/client-fox.png"}
     assert events[-1] == "image_edit.completed" and events.count("image_edit.partial_image") == 2
     assert events.count("image_edit.progress") == 4  # the tiny model's default steps
-    assert Image.open(workdir / "edit.png").size == (512, 512) and Image.open(workdir / "fox.png").size == (512, 512)
+    for name in ("client-edit.png", "client-fox.png"):
+        assert Image.open(workdir / "outputs" / name).size == (512, 512)
