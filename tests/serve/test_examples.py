@@ -15,9 +15,11 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from tests.helpers import served_app
@@ -37,13 +39,8 @@ NOT_RUN = {
     "RAY_AUTH_MODE=token serve deploy serve_config.yaml": "deploys onto a running `serve run` on port 8000; "
     "tests/serve/test_reconfigure.py applies user_config changes as serve deploy does",
 }
-# The quick start's model name on the tiny model (warmed at 64x64; the blocks' sizes run unwarmed).
-CONFIG = {
-    "models": [
-        {"name": "flux2", "source": "tiny-dev", "warmup_shapes": [{"width": 64, "height": 64, "references": 1}]}
-    ],
-    "ingress_options": {"ray_actor_options": {"num_cpus": 0.1}},
-}
+MAKE_ADAPTER = "--write-adapters outputs/adapters"  # in the block that makes the demo adapter
+DEMO_ADAPTER = "{name: demo, source: ./outputs/adapters/demo}"  # in the config block that serves it
 
 
 @dataclass(frozen=True)
@@ -65,9 +62,9 @@ def blocks() -> list[Block]:
     return found
 
 
-def block_with(text: str) -> Block:
-    """The one bash or python block that contains ``text``."""
-    (block,) = [block for block in blocks() if block.language in ("bash", "python") and text in block.code]
+def block_with(text: str, languages: tuple[str, ...] = ("bash", "python")) -> Block:
+    """The one block of ``languages`` that contains ``text``."""
+    (block,) = [block for block in blocks() if block.language in languages and text in block.code]
     return block
 
 
@@ -76,6 +73,24 @@ RUNNABLE = [
     for block in blocks()
     if block.language in ("bash", "python") and not any(line in block.code for line in NOT_RUN)
 ]
+
+
+def served_config(repository: Path) -> dict[str, Any]:
+    """The quick start's model name on the tiny model (warmed at 64x64; the blocks' sizes run unwarmed), serving
+    the README's demo adapter as configured there, its relative source read from ``repository``."""
+    (model,) = yaml.safe_load(block_with(DEMO_ADAPTER, ("yaml",)).code)
+    adapters = [{**spec, "source": str(repository / spec["source"])} for spec in model["lora"]["adapters"]]
+    return {
+        "models": [
+            {
+                "name": model["name"],
+                "source": "tiny-dev",
+                "warmup_shapes": [{"width": 64, "height": 64, "references": 1}],
+                "lora": {**model["lora"], "adapters": adapters},
+            }
+        ],
+        "ingress_options": {"ray_actor_options": {"num_cpus": 0.1}},
+    }
 
 
 @dataclass(frozen=True)
@@ -127,8 +142,10 @@ def repository(ray_cluster: dict[str, int], tmp_path_factory: pytest.TempPathFac
             shutil.copytree(entry, path / entry.name)
         elif not entry.name.startswith(".") and entry.name != "outputs":
             (path / entry.name).symlink_to(entry)
-    with served_app(CONFIG, "examples", "/examples", ray_cluster["http"]) as url:
-        yield Repository(path, url)
+    with served_app(served_config(path), "examples", "/examples", ray_cluster["http"]) as url:
+        repo = Repository(path, url)
+        repo.run(block_with(MAKE_ADAPTER))  # the adapter the config names (read at its first request)
+        yield repo
 
 
 def test_each_listed_block_is_in_the_docs() -> None:
@@ -183,3 +200,16 @@ def test_openai_client(repository: Repository) -> None:
     assert events[-1] == "image_edit.completed" and events.count("image_edit.partial_image") == 2
     assert events.count("image_edit.progress") == 4  # the tiny model's default steps
     assert image(repository, "client-edit.png").shape == image(repository, "client-fox.png").shape == (512, 512, 3)
+
+
+def test_the_demo_adapter_changes_the_image(repository: Repository) -> None:
+    """The README's command makes an adapter the tiny model loads; one seed gives the base image, a changed one and one
+    changed more at twice the scale."""
+    assert repository.run(block_with(MAKE_ADAPTER)).written == {
+        "outputs/adapters/demo/pytorch_lora_weights.safetensors"
+    }
+    names = ("lora-off", "lora-demo", "lora-demo-x2")
+    assert run_script(repository, "lora.py").written == {f"outputs/{name}.png" for name in names}
+    off, demo, double = (image(repository, f"{name}.png").astype(int) for name in names)
+    assert off.shape == demo.shape == double.shape == (512, 512, 3)
+    assert 0 < np.abs(demo - off).mean() < np.abs(double - off).mean()  # twice the scale, a larger change
