@@ -12,6 +12,7 @@ from PIL import Image
 from deployments.config import ModelConfig
 from deployments.engine import Flux2Engine
 from deployments.engine.masking import (
+    encode_source,
     latent_weights,
     pixel_alpha,
     prepare_latent_blend,
@@ -100,7 +101,7 @@ def test_kept_tokens_end_exactly_on_source_latents(engine: Flux2Engine) -> None:
     mask[8:40, 8:40] = 1  # latent cells 0..2 of an 8x8 grid; cells 6 and 7 are beyond the feather
     generators = [torch.Generator("cpu").manual_seed(0)]
     with torch.inference_mode():
-        noise, blender = prepare_latent_blend(pipeline, image, mask, generators)
+        noise, blender = prepare_latent_blend(pipeline, encode_source(pipeline, image), mask, generators)
         pipeline(
             image=[Image.fromarray(image)],
             prompt=PROMPT,
