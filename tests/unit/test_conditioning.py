@@ -235,3 +235,19 @@ def test_byte_lru_evicts_the_least_recently_used() -> None:
     assert [key for key in "acd" if lru.get(key) is not None] == ["c"]
     stats = lru.stats
     assert (stats.hits, stats.misses, stats.evictions, stats.bytes, stats.entries) == (3, 4, 3, MB, 1)
+
+
+def test_an_out_of_memory_retry_first_drops_the_caches() -> None:
+    engine = Flux2Engine.from_config(ModelConfig(source="tiny-klein"))
+    engine.generate(ImageRequest(prompt="a cat", width=64, height=64, images=references(1)))
+    held: list[tuple[int, int]] = []
+
+    def flaky() -> str:
+        stats = engine.conditioning.stats
+        held.append((stats["prompt"].entries, stats["latent"].entries))
+        if len(held) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return "ok"
+
+    assert engine.memory.run(flaky) == "ok"
+    assert held == [(1, 1), (0, 0)]
