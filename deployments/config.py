@@ -378,7 +378,7 @@ LIVE_MODEL_KEYS = (
     "prompt_cache_mb",
     "latent_cache_mb",
 )
-LIVE_SERVICE_KEYS = ("limits",)
+LIVE_SERVICE_KEYS = ("limits", "reference_cache_mb")
 
 
 class AuthConfig(_Strict):
@@ -395,6 +395,13 @@ class ServiceConfig(_Strict):
     models: tuple[ModelConfig, ...] = Field(default=(ModelConfig(),), description="the first is the default model")
     limits: Limits = Field(default=Limits(), description="what a request may ask for")
     auth: AuthConfig = Field(default=AuthConfig(), description="API keys")
+    reference_cache_mb: int = Field(
+        default=256,
+        ge=0,
+        description="decoded reference images each ingress replica keeps, by a digest of the uploaded file, least "
+        "recently used evicted past this many MiB of pixels (0 = off): the same file sent again is not decoded "
+        "again, nor is a PNG result of this replica sent back as a reference. A 1024x1024 image takes 3 MiB",
+    )
     ingress_options: dict[str, Any] = Field(default_factory=dict, description="Ray Serve options for the ingress")
 
     @model_validator(mode="after")

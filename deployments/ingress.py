@@ -56,6 +56,7 @@ from deployments.openai.protocol import (
     parse_form_fields,
     parse_json_body,
 )
+from deployments.openai.references import ReferenceCache
 from deployments.openai.serving import (
     Route,
     build_edit_request,
@@ -263,6 +264,7 @@ class ImagesIngress:
         self._reconfigured = False  # the first reconfigure comes right after the constructor
         self.model_configs = {m.served_name: m for m in config.models}
         self.check_api_key = ApiKeyCheck(load_api_keys(config.auth))
+        self.references = ReferenceCache(config.reference_cache_mb)
         self.metrics = IngressMetrics(list(self.model_configs))
         self.replicas = ReplicaWatch({name: m.deployment_name for name, m in self.model_configs.items()})
         self._infos: dict[str, dict[str, Any]] = {}
@@ -281,6 +283,7 @@ class ImagesIngress:
             logger.error("ingress: user_config not applied, limits kept as they were: %s", exc)
             return
         self.config, self._reconfigured = config, True
+        self.references.resize(config.reference_cache_mb)
         logger.info("ingress reconfigured: limits %s", self.config.limits.model_dump(exclude_defaults=True))
 
     @app.post(
@@ -323,7 +326,9 @@ class ImagesIngress:
         params = parse_form_fields(fields)
         target = self._route(request, params)
         # Decoding and encoding images take tens of ms: off the event loop, so other requests keep flowing.
-        image_request = await asyncio.to_thread(build_edit_request, params, images, mask, limits, target)
+        image_request = await asyncio.to_thread(
+            build_edit_request, params, images, mask, limits, target, self.references
+        )
         if params.stream:
             return await self._stream(target, image_request, params, "image_edit")
         return await self._generate(request, target, image_request, params, arrived)
@@ -443,7 +448,7 @@ class ImagesIngress:
         returned = time.time()
         self.metrics.images_out(name, len(result.images))
         # Encoding images and rendering megabytes of base64 JSON take milliseconds: not on the event loop.
-        content = await asyncio.to_thread(images_response, result, params)
+        content = await asyncio.to_thread(images_response, result, params, self.references)
         done = time.time()
         timings = result.timings
         waited = max(0.0, timings.started_at - parsed)  # Serve's queue, then the replica's
@@ -543,7 +548,8 @@ class ImagesIngress:
             event = first
             try:
                 while True:
-                    for payload in await asyncio.to_thread(stream_payloads, event, params, event_prefix):
+                    payloads = await asyncio.to_thread(stream_payloads, event, params, event_prefix, self.references)
+                    for payload in payloads:
                         yield f"event: {payload['type']}\ndata: {json.dumps(payload)}\n\n"
                     if isinstance(event, ImageResult):
                         self.metrics.images_out(name, len(event.images))

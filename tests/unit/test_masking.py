@@ -153,12 +153,13 @@ def test_openai_mask_png_through_the_request_builder(engine: Flux2Engine) -> Non
     slow for this file on a small CPU.)"""
     from deployments.config import Limits
     from deployments.openai.protocol import parse_form_fields
+    from deployments.openai.references import ReferenceCache
     from deployments.openai.serving import Route, build_edit_request
 
     image, mask = source_image(), rect_mask()
     rgba = np.dstack([np.full_like(mask, 255), np.zeros_like(mask), np.zeros_like(mask), 255 - mask])
     params = parse_form_fields({"prompt": PROMPT, "size": "128x64", "seed": "5", "num_inference_steps": "2"})
-    request = build_edit_request(params, [_png(image)], _png(rgba), Limits(), Route(ModelConfig()))
+    request = build_edit_request(params, [_png(image)], _png(rgba), Limits(), Route(ModelConfig()), ReferenceCache(8))
     result = engine.generate(request)
     assert result.mask_applied
     output = result.images[0]
