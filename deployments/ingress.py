@@ -265,7 +265,7 @@ class ImagesIngress:
         self.model_configs = {m.served_name: m for m in config.models}
         self.check_api_key = ApiKeyCheck(load_api_keys(config.auth))
         self.references = ReferenceCache(config.reference_cache_mb)
-        self.metrics = IngressMetrics(list(self.model_configs))
+        self.metrics = IngressMetrics(list(self.model_configs), self.references.stats)
         self.replicas = ReplicaWatch({name: m.deployment_name for name, m in self.model_configs.items()})
         self._infos: dict[str, dict[str, Any]] = {}
         self._described_at: dict[str, float] = {}
@@ -393,6 +393,7 @@ class ImagesIngress:
         finally:
             model = getattr(request.state, "model", "")
             self.metrics.observe(request.url.path, model, status, time.perf_counter() - started)
+            self.metrics.references.publish(self.references.stats)
 
     def _route(self, request: Request, params: ImageParams) -> Route:
         self._describe_in_background()
