@@ -12,6 +12,11 @@ what remains (``client``) is the proxy and the HTTP transfer until the client ha
 same random weights), times both in the same run, and reports how close each one's JPEG is to its
 exact PNG (PSNR). ``--plain`` first times the same requests through the plain diffusers pipeline call, alone
 and with the PNG saved, in the same process before Serve starts.
+
+``--caches`` times what the exact caches save (issue 24), each model: a new prompt against the same prompt with a
+new seed (the text encoder), and an edit with a new reference against a chained edit whose reference is the
+previous PNG result (its decode) and against the same reference again (its decode, preprocessing and VAE encode).
+``--reference`` makes the new references from a photograph (one pixel changed a file) instead of noise.
 """
 
 from __future__ import annotations
@@ -20,8 +25,11 @@ import argparse
 import base64
 import io
 import json
+import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from bench.cli import parse_overrides, suite_parser
 
@@ -34,6 +42,31 @@ def png(width: int, height: int, seed: int) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(reference_images(1, width, height, seed)[0]).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def reference_files(count: int, side: int, photo: Path | None = None) -> list[bytes]:
+    """``count`` different side x side files, new to the server: noise PNGs, or ``photo`` as JPEG with one pixel
+    changed a file (a photograph's decode cost)."""
+    import numpy as np
+    from PIL import Image
+
+    salt = secrets.randbelow(2**31)
+    if photo is None:
+        return [png(side, side, salt + i) for i in range(count)]
+    pixels = np.array(Image.open(photo).convert("RGB").resize((side, side), Image.Resampling.LANCZOS))
+    files = []
+    for i in range(count):
+        pixels[0, 0] = [(salt + i) % 256, (salt + i) // 256 % 256, i % 256]
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="JPEG", quality=95)
+        files.append(buffer.getvalue())
+    return files
+
+
+def server_timing(response: Any) -> dict[str, float]:
+    """The ``Server-Timing`` header's stages, in seconds."""
+    parts = (part.split(";dur=") for part in response.headers["server-timing"].split(", "))
+    return {key: float(value) / 1e3 for key, value in parts}
 
 
 def first_image(body: dict) -> bytes:
@@ -60,10 +93,7 @@ def series(call, output_format: str, n: int, result: dict) -> dict:
         sizes.append(len(first_image(body)))
         if i == 0:
             continue  # first request of a shape: excluded from the figures
-        stages = {
-            key: float(value) / 1e3
-            for key, value in (part.split(";dur=") for part in response.headers["server-timing"].split(", "))
-        }
+        stages = server_timing(response)
         stages["client"] = elapsed - float(response.headers["x-total-ms"]) / 1e3
         totals.append(elapsed)
         parts.append(stages)
@@ -82,6 +112,71 @@ def series(call, output_format: str, n: int, result: dict) -> dict:
         "image_bytes_p50": int(np.median(sizes)),
         "statuses": sorted(set(statuses)),
     }
+
+
+def cache_timings(http: Any, model: str, side: int, steps: int, n: int, photo: Path | None = None) -> dict:
+    """Each case ``n`` times after one untimed request (which fills the caches it then hits): the p50 of the HTTP
+    latency and of the ingress's ``parse`` and the engine's ``generate``, then what the caches save at the p50.
+
+    The prompts are new to the server on every run, so ``t2i:new_prompt`` always runs the text encoder; every edit
+    has one prompt, which the caches keep after its first request, so the edit cases differ in their reference only.
+    A chained edit's reference is a PNG result, whose pixels the engine has not encoded: it saves the decode alone.
+    """
+    import numpy as np
+
+    token, size = secrets.token_hex(4), f"{side}x{side}"
+    fresh, again = reference_files(n + 1, side, photo), reference_files(1, side, photo)[0]
+
+    def generation(prompt: str, seed: int) -> tuple[str, dict]:
+        body = {"model": model, "prompt": prompt, "size": size, "seed": seed, "num_inference_steps": steps}
+        return "/v1/images/generations", {"json": body}
+
+    def edit(reference: bytes, seed: int) -> tuple[str, dict]:
+        form = {"model": model, "prompt": f"make the car blue {token}", "size": size, "seed": seed}
+        form["num_inference_steps"] = steps
+        data = {key: str(value) for key, value in form.items()}  # multipart fields are strings
+        return "/v1/images/edits", {"data": data, "files": {"image": ("reference", reference)}}
+
+    cases: dict[str, Callable[[int, bytes | None], tuple[str, dict]]] = {
+        "t2i:new_prompt": lambda i, _: generation(f"a photo of a red car {token} {i}", i),
+        "t2i:same_prompt": lambda i, _: generation(f"a photo of a red car {token}", i),
+        "edit:new_reference": lambda i, _: edit(fresh[i], i),
+        "edit:chained": lambda i, last: edit(last or again, i),  # the previous result (at first a new file)
+        "edit:same_reference": lambda i, _: edit(again, i),  # kept since the chained case's first request
+    }
+    out: dict[str, Any] = {}
+    p50 = lambda values: round(float(np.median(values)) * 1e3, 1)  # noqa: E731
+    for name, case in cases.items():
+        totals, parse, generate, statuses, last = [], [], [], [], None
+        for i in range(n + 1):
+            path, request = case(i, last)  # files made and results decoded outside the timed span
+            start = time.perf_counter()
+            response = http.post(path, **request)
+            elapsed = time.perf_counter() - start
+            statuses.append(response.status_code)
+            if response.status_code != 200:
+                out[f"{name}:error"] = response.text[:500]
+                break
+            last = first_image(response.json())
+            if i:
+                stages = server_timing(response)
+                totals.append(elapsed)
+                parse.append(stages["parse"])
+                generate.append(stages["generate"])
+        out[name] = {
+            "n": len(totals),
+            "http_ms_p50": p50(totals) if totals else None,
+            "statuses": sorted(set(statuses)),
+        }
+        if totals:
+            out[name].update(parse_ms_p50=p50(parse), generate_ms_p50=p50(generate))
+        print(f"caches {model} {name}", json.dumps(out[name]), flush=True)
+    timed = {name: out[name]["http_ms_p50"] for name in cases}
+    if all(timed.values()):
+        out["same_prompt_saves_ms"] = round(timed["t2i:new_prompt"] - timed["t2i:same_prompt"], 1)
+        out["chained_speedup"] = round(timed["edit:new_reference"] / timed["edit:chained"], 3)
+        out["same_reference_speedup"] = round(timed["edit:new_reference"] / timed["edit:same_reference"], 3)
+    return out
 
 
 def plain_diffusers(source: str, side: int, steps: int, n: int) -> dict:
@@ -140,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--option", action="append", default=[], help="ModelConfig overrides, key=value,...")
     parser.add_argument("--variant", default=None, help="a second model with these overrides, key=value,...")
     parser.add_argument("--plain", action="store_true", help="first time plain diffusers on the same requests")
+    parser.add_argument("--caches", action="store_true", help="also time what the prompt and reference caches save")
+    parser.add_argument("--reference", type=Path, default=None, help="--caches: references from this photograph")
     return parser
 
 
@@ -227,6 +324,10 @@ def main(argv: list[str] | None = None) -> None:
                         timed = lambda i, fmt, call=call, model_name=model_name: call(i, fmt, model_name)  # noqa: E731
                         result[key] = series(timed, output_format, args.n, result)
                         print(key, json.dumps(result[key]), flush=True)
+
+            for model_name in [m["name"] for m in models] if args.caches else []:
+                caches = cache_timings(http, model_name, side, args.steps, args.n, args.reference)
+                result[f"{model_name} caches"] = caches
 
             for model_name in [m["name"] for m in models]:  # JPEG vs the exact pixels of the same request
                 exact = decode_rgb(first_image(t2i(99, "png", model_name).json()))

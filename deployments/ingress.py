@@ -38,6 +38,7 @@ from deployments.openai.protocol import (
     parse_form_fields,
     parse_json_body,
 )
+from deployments.openai.references import ReferenceCache
 from deployments.openai.serving import (
     Route,
     build_edit_request,
@@ -101,7 +102,8 @@ class ImagesIngress:
         self.models = ModelHandles(models, config.models)
         self._reconfigured = False  # the first reconfigure comes right after the constructor
         self.check_api_key = ApiKeyCheck(load_api_keys(config.auth))
-        self.metrics = IngressMetrics(list(self.models.configs))
+        self.references = ReferenceCache(config.reference_cache_mb)
+        self.metrics = IngressMetrics(list(self.models.configs), self.references.stats)
 
     async def reconfigure(self, user_config: dict[str, Any] | None) -> None:
         """Serve's ``user_config``: the request limits (``LIVE_SERVICE_KEYS``) applied without a restart; keys it
@@ -115,6 +117,7 @@ class ImagesIngress:
             logger.error("ingress: user_config not applied, limits kept as they were: %s", exc)
             return
         self.config, self._reconfigured = config, True
+        self.references.resize(config.reference_cache_mb)
         logger.info("ingress reconfigured: limits %s", self.config.limits.model_dump(exclude_defaults=True))
 
     @app.post(
@@ -157,7 +160,9 @@ class ImagesIngress:
         params = parse_form_fields(fields)
         target = self._route(request, params)
         # Decoding and encoding images take tens of ms: off the event loop, so other requests keep flowing.
-        image_request = await asyncio.to_thread(build_edit_request, params, images, mask, limits, target)
+        image_request = await asyncio.to_thread(
+            build_edit_request, params, images, mask, limits, target, self.references
+        )
         if params.stream:
             return await self._stream(target, image_request, params, "image_edit")
         return await self._generate(target, image_request, params, arrived)
@@ -222,6 +227,7 @@ class ImagesIngress:
         finally:
             model = getattr(request.state, "model", "")
             self.metrics.observe(request.url.path, model, status, time.perf_counter() - started)
+            self.metrics.references.publish(self.references.stats)
 
     def _route(self, request: Request, params: ImageParams) -> Route:
         self.models.describe_in_background()
@@ -240,7 +246,7 @@ class ImagesIngress:
         returned = time.time()
         self.metrics.images_out(target.model.served_name, len(result.images))
         # Encoding images and rendering megabytes of base64 JSON take milliseconds: not on the event loop.
-        content = await asyncio.to_thread(images_response, result, params)
+        content = await asyncio.to_thread(images_response, result, params, self.references)
         headers = image_headers(target, result, Clock(arrived, parsed, returned, time.time()))
         return Response(content, media_type="application/json", headers=headers)
 
@@ -254,4 +260,5 @@ class ImagesIngress:
         def count_images(result: ImageResult) -> None:  # a stream's images count once it completes
             self.metrics.images_out(name, len(result.images))
 
-        return event_stream(events, params, event_prefix, stream_headers(target, image_request), count_images)
+        headers = stream_headers(target, image_request)
+        return event_stream(events, params, event_prefix, headers, self.references, count_images)

@@ -82,7 +82,7 @@ class Flux2Model:
         self.engine: Flux2Engine = self._thread.submit(self._load_and_warm).result()
         self._generate_batched.set_max_batch_size(self.config.max_batch_size)
         self._generate_batched.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)
-        self.metrics = ModelMetrics(self.config.served_name)
+        self.metrics = ModelMetrics(self.config.served_name, self.engine.conditioning.stats)
 
     def _load_and_warm(self) -> Flux2Engine:
         engine = Flux2Engine.from_config(self.config)
@@ -196,6 +196,7 @@ class Flux2Model:
         finally:
             self._busy_since = None
             self.metrics.observe_adapters(adapters, self.engine.adapters.stats, len(self.engine.adapters.resident))
+            self.metrics.observe_caches(self.engine.conditioning.stats)
         timings = results[0].timings
         replica_queue_s = time.perf_counter() - queued_at - timings.generate_s - timings.output_s
         self.metrics.observe(

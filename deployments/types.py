@@ -64,6 +64,17 @@ class AdapterStats:
     swap_s: float = 0.0  # copying weights into slots and setting scales
 
 
+@dataclass
+class CacheStats:
+    """Cumulative counters of one exact cache (for metrics), and what it holds now."""
+
+    hits: int = 0
+    misses: int = 0
+    evictions: int = 0
+    bytes: int = 0  # held now
+    entries: int = 0  # held now
+
+
 @dataclass(frozen=True)
 class Timings:
     """Where a request's time went inside the model replica (seconds)."""

@@ -77,7 +77,9 @@ def evaluate_case(
         row["psnr_inside"] = psnr(output, source, editable)
         if settings.latent_stage and request.mask is not None:
             guidance = result.guidance_scale if getattr(engine, "takes_guidance", True) else None  # KV pipeline: none
-            raw = to_uint8(run_masked_edit(engine.pipeline, request, steps, guidance, composite=False))[0]
+            raw = to_uint8(
+                run_masked_edit(engine.pipeline, request, steps, guidance, engine.conditioning, composite=False)
+            )[0]
             row["psnr_outside_latent"] = psnr(raw, source, ~editable)
             row["psnr_outside_latent_vs_vae"] = psnr(raw, vae_round_trip(engine.pipeline, source), ~editable)
     return row, output

@@ -1,17 +1,18 @@
 """What the engine asks of a FLUX.2 pipeline: the one pipeline call, the seeds, and decoding latents.
 
 Plain and masked requests go through the same call with the same arguments; a masked edit only adds its
-initial noise and a step callback (``deployments.engine.masking``).
+initial noise and a step callback (``deployments.engine.masking``). Prompt embeddings and reference latents come
+from the engine's caches (``deployments.engine.conditioning``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from PIL import Image
 
+from deployments.engine.conditioning import Conditioning
 from deployments.types import ImageRequest
 
 StepCallback = Callable[[Any, int, Any, dict], dict]  # diffusers' callback_on_step_end
@@ -28,27 +29,26 @@ def call_pipeline(
     steps: int,
     guidance: float | None,
     generators: list[torch.Generator],
+    conditioning: Conditioning,
     *,
+    reference_keys: Sequence[bytes] = (),
     latents: torch.Tensor | None = None,
     callback: StepCallback | None = None,
 ) -> torch.Tensor:
     """Run ``requests`` (one, or text-to-image requests of one shape) in one call: (N, 3, H, W) floats in [0, 1].
 
-    ``guidance`` is None for pipelines that take none (the reference-KV klein pipeline).
+    ``guidance`` is None for pipelines that take none (the reference-KV klein pipeline). The prompts go in as
+    embeddings and the references through ``conditioning``'s caches (``reference_keys``: its keys of the first
+    request's images, none to leave them uncached).
     """
     first = requests[0]
-    if len(requests) == 1:
-        prompt, per_prompt = first.prompt, first.n
-    else:
-        prompt, per_prompt = [r.prompt for r in requests for _ in range(r.n)], 1
-    with torch.inference_mode():
+    with conditioning.references(first.images, reference_keys) as images, torch.inference_mode():
         output = pipeline(
-            image=[Image.fromarray(image) for image in first.images] or None,
-            prompt=prompt,
+            image=images or None,
+            **conditioning.prompt_kwargs(requests),
             height=first.height,
             width=first.width,
             num_inference_steps=steps,
-            num_images_per_prompt=per_prompt,
             **({} if guidance is None else {"guidance_scale": guidance}),
             generator=generators,
             latents=latents,

@@ -15,6 +15,7 @@ import torch
 
 from deployments.config import ModelConfig
 from deployments.engine.adapters import AdapterManager
+from deployments.engine.conditioning import Conditioning
 from deployments.engine.flux2 import call_pipeline, seed_generators
 from deployments.engine.load import LoadedPipeline, load_pipeline, resolve_device
 from deployments.engine.masking import run_masked_edit
@@ -52,7 +53,11 @@ class Flux2Engine:
         self.loaded = loaded
         self.config = config
         self.adapters = adapters if adapters is not None else AdapterManager(loaded.pipeline, config.lora)
-        self.memory = MemoryManager(loaded.device, config.vram_policy, config.vram_pressure_fraction)
+        self.conditioning = Conditioning(loaded.pipeline, config.prompt_cache_mb, config.latent_cache_mb)
+        # Cached embeddings and latents are the first device memory an out-of-memory error gives back.
+        self.memory = MemoryManager(
+            loaded.device, config.vram_policy, config.vram_pressure_fraction, on_oom=self.conditioning.clear
+        )
         self.compile_mode = compile_mode
         self.load_s = load_s
         self.warmup_s = 0.0
@@ -77,6 +82,7 @@ class Flux2Engine:
         loaded, optimised and compiled with stays. Call it on the engine's thread."""
         self.adapters.reconfigure(config.lora)
         self.memory.policy, self.memory.pressure_fraction = config.vram_policy, config.vram_pressure_fraction
+        self.conditioning.resize(config.prompt_cache_mb, config.latent_cache_mb)
         self.config = config
 
     @classmethod
@@ -213,8 +219,20 @@ class Flux2Engine:
             reporter.start(steps, request.width, request.height)
         guidance_or_none = guidance if self.takes_guidance else None
         if request.mask is not None:  # latent-space masked denoising + feathered composite
-            images = run_masked_edit(self.pipeline, request, steps, guidance_or_none, step_callback=reporter)
+            images = run_masked_edit(
+                self.pipeline, request, steps, guidance_or_none, self.conditioning, step_callback=reporter
+            )
         else:
             generators = seed_generators(requests)
-            images = call_pipeline(self.pipeline, requests, steps, guidance_or_none, generators, callback=reporter)
+            keys = self.conditioning.reference_keys(request.images)
+            images = call_pipeline(
+                self.pipeline,
+                requests,
+                steps,
+                guidance_or_none,
+                generators,
+                self.conditioning,
+                reference_keys=keys,
+                callback=reporter,
+            )
         return to_uint8_tensor(images)

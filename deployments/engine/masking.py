@@ -42,6 +42,7 @@ covers dev and klein with one code path and one set of tests (the blender also r
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -50,6 +51,7 @@ import torch.nn.functional as F
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
+from deployments.engine.conditioning import Conditioning
 from deployments.engine.flux2 import StepCallback, call_pipeline, decode_latents, seed_generators
 from deployments.engine.pixels import to_uint8
 from deployments.engine.progress import chain
@@ -132,14 +134,13 @@ class LatentMaskBlender:
         return {"latents": self.last}
 
 
-def encode_source(pipeline, source: np.ndarray, batch: int) -> torch.Tensor:
-    """Packed, normalised VAE latents of ``source`` (B, tokens, C), exactly as the pipeline encodes images."""
+def encode_source(pipeline, source: np.ndarray) -> torch.Tensor:
+    """Normalised VAE latents of ``source`` (1, C, h, w), exactly as the pipeline encodes images."""
     height, width = source.shape[:2]
     pixels = pipeline.image_processor.preprocess(Image.fromarray(source), height=height, width=width)
     vae = pipeline.vae
     pixels = pixels.to(device=vae.device, dtype=vae.dtype)
-    latents = pipeline._encode_vae_image(image=pixels, generator=None)  # argmax of the posterior: deterministic
-    return pipeline._pack_latents(latents).repeat(batch, 1, 1)
+    return pipeline._encode_vae_image(image=pixels, generator=None)  # argmax of the posterior: deterministic
 
 
 def vae_round_trip(pipeline, source: np.ndarray) -> np.ndarray:
@@ -156,14 +157,15 @@ def vae_round_trip(pipeline, source: np.ndarray) -> np.ndarray:
 
 
 def prepare_latent_blend(
-    pipeline, source: np.ndarray, mask: np.ndarray, generators: list[torch.Generator]
+    pipeline, source_latents: torch.Tensor, mask: np.ndarray, generators: list[torch.Generator]
 ) -> tuple[torch.Tensor, LatentMaskBlender]:
-    """The initial noise to pass as ``latents=`` (unpacked, (B, C, h, w)) and the step callback.
+    """The initial noise to pass as ``latents=`` (unpacked, (B, C, h, w)) and the step callback, for the source's
+    latents (:func:`encode_source`) and the mask at the output size.
 
     The noise has the shape, generators and draw order of the pipeline's own ``prepare_latents``, so a
     masked edit starts from the same noise as the unmasked edit with the same seed.
     """
-    height, width = source.shape[:2]
+    height, width = mask.shape
     multiple = pipeline.vae_scale_factor * 2
     grid_h, grid_w = height // multiple, width // multiple
     device = pipeline._execution_device
@@ -175,7 +177,7 @@ def prepare_latent_blend(
         dtype=pipeline.transformer.dtype,
     )
     blender = LatentMaskBlender(
-        encode_source(pipeline, source, len(generators)).to(device),
+        pipeline._pack_latents(source_latents).repeat(len(generators), 1, 1).to(device),
         pipeline._pack_latents(noise),
         latent_weights(mask, grid_h, grid_w),
     )
@@ -187,6 +189,7 @@ def run_masked_edit(
     request: ImageRequest,
     steps: int,
     guidance: float | None,
+    conditioning: Conditioning,
     *,
     feather_px: float | None = None,
     composite: bool = True,
@@ -196,19 +199,33 @@ def run_masked_edit(
     [0, 1] on the pipeline's device.
 
     ``composite=False`` returns the decoded latent-space result without the pixel composite (for
-    measuring the latent stage alone).
+    measuring the latent stage alone). The source's latents are kept in ``conditioning``'s latent cache, by the
+    first reference's pixels and the output size.
     """
     if request.mask is None or not request.images:
         raise InvalidRequest("a mask needs an image to edit", param="mask", code="invalid_mask")
     width, height = request.width, request.height
     source = resize_source(request.images[0], width, height)
     mask = resize_mask(request.mask, width, height)
+    keys = conditioning.reference_keys(request.images)
 
     generators = seed_generators([request])
     with torch.inference_mode():
-        noise, blender = prepare_latent_blend(pipeline, source, mask, generators)
+        encode = functools.partial(encode_source, pipeline, source)
+        latents = conditioning.source_latents(("source", keys[0], width, height), encode) if keys else encode()
+        noise, blender = prepare_latent_blend(pipeline, latents, mask, generators)
     callback = chain([blender, step_callback])
-    generated = call_pipeline(pipeline, [request], steps, guidance, generators, latents=noise, callback=callback)
+    generated = call_pipeline(
+        pipeline,
+        [request],
+        steps,
+        guidance,
+        generators,
+        conditioning,
+        reference_keys=keys,
+        latents=noise,
+        callback=callback,
+    )
     with torch.inference_mode():
         # Composite on the pipeline's device (at 1024² the blur costs ~0.1 s on one CPU core).
         generated = generated.float()  # (n, 3, H, W) in [0, 1]

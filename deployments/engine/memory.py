@@ -39,10 +39,18 @@ def configure_allocator() -> None:
 class MemoryManager:
     """Applies the VRAM policy around requests and counts what it did."""
 
-    def __init__(self, device: torch.device, policy: str = "on_pressure", pressure_fraction: float = 0.9):
+    def __init__(
+        self,
+        device: torch.device,
+        policy: str = "on_pressure",
+        pressure_fraction: float = 0.9,
+        on_oom: Callable[[], None] = lambda: None,
+    ):
+        """``on_oom`` drops what the owner can recompute (its caches) before the retry."""
         self.device = device
         self.policy = policy
         self.pressure_fraction = pressure_fraction
+        self.on_oom = on_oom
         self.oom_recoveries = 0
         self.cache_releases = 0
 
@@ -80,6 +88,7 @@ class MemoryManager:
         except torch.OutOfMemoryError:
             logger.warning("CUDA out of memory: releasing cached memory and retrying once")
         self.oom_recoveries += 1
+        self.on_oom()
         self.release()
         try:
             return fn()

@@ -53,7 +53,7 @@ def _decode(
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             _check_format(image, param, accepts)
-            _check_pixels(image, limits, param)
+            check_input_pixels(image.width, image.height, limits, param)
             image.load()
             return to_array(ImageOps.exif_transpose(image))
     except (InvalidRequest, TooLarge):
@@ -80,11 +80,11 @@ def _check_format(image: Image.Image, param: str, accepts: Accepts) -> None:
         )
 
 
-def _check_pixels(image: Image.Image, limits: Limits, param: str) -> None:
+def check_input_pixels(width: int, height: int, limits: Limits, param: str) -> None:
     """The bomb guard: the header's dimensions against the limit, before any pixel is decoded."""
-    if image.width * image.height > limits.max_input_pixels:
+    if width * height > limits.max_input_pixels:
         raise TooLarge(
-            f"{param} is {image.width}x{image.height}, over the limit of {limits.max_input_pixels} pixels",
+            f"{param} is {width}x{height}, over the limit of {limits.max_input_pixels} pixels",
             param=param,
             code="image_too_large",
         )
@@ -93,6 +93,14 @@ def _check_pixels(image: Image.Image, limits: Limits, param: str) -> None:
 def decode_image(data: bytes, limits: Limits, param: str = "image") -> np.ndarray:
     """Decode an upload to an RGB uint8 array: EXIF orientation applied, transparency composited on white."""
     return _decode(data, limits, param, IMAGE_FORMATS, lambda image: _rgb_array(image, limits, param))
+
+
+def check_decoded(pixels: np.ndarray, limits: Limits, param: str) -> None:
+    """What :func:`decode_image` holds an image's size to, for pixels it decoded earlier: the limits may have
+    changed since (the order and errors are decode_image's)."""
+    height, width = pixels.shape[:2]
+    check_input_pixels(width, height, limits, param)
+    check_reference_size(width, height, limits, param)
 
 
 def _rgb_array(image: Image.Image, limits: Limits, param: str) -> np.ndarray:

@@ -18,13 +18,13 @@ from deployments.config import AdapterStack, Limits, ModelConfig, stack_id, weig
 from deployments.errors import InvalidRequest, NotFound
 from deployments.openai.images import (
     auto_size,
-    decode_image,
     decode_mask,
     encode_image,
     output_quality,
     parse_size,
 )
 from deployments.openai.protocol import ImageParams, ModelLimits
+from deployments.openai.references import ReferenceCache
 from deployments.types import EncodedImage, ImageRequest, ImageResult
 
 
@@ -144,7 +144,12 @@ def build_generation_request(params: ImageParams, limits: Limits, target: Route)
 
 
 def build_edit_request(
-    params: ImageParams, images: list[bytes], mask: bytes | None, limits: Limits, target: Route
+    params: ImageParams,
+    images: list[bytes],
+    mask: bytes | None,
+    limits: Limits,
+    target: Route,
+    references: ReferenceCache,
 ) -> ImageRequest:
     check_params(params, limits)
     if not images:
@@ -158,7 +163,7 @@ def build_edit_request(
             code="too_many_images",
         )
     param = "image" if len(images) == 1 else "image[{}]"
-    arrays = tuple(decode_image(data, limits, param.format(i)) for i, data in enumerate(images))
+    arrays = tuple(references.decode(data, limits, param.format(i)) for i, data in enumerate(images))
     first_h, first_w = arrays[0].shape[:2]
     decoded_mask = decode_mask(mask, limits, (first_w, first_h)) if mask is not None else None
     width, height = parse_size(params.size, limits) or auto_size(first_w, first_h, limits)
@@ -179,22 +184,26 @@ def _request_fields(params: ImageParams, target: Route) -> dict[str, Any]:
     }
 
 
-def image_file(image: np.ndarray | EncodedImage, params: ImageParams) -> tuple[bytes, str]:
-    """(file, "WxH") of one result image; a file the GPU already encoded passes through."""
+def image_file(image: np.ndarray | EncodedImage, params: ImageParams, references: ReferenceCache) -> tuple[bytes, str]:
+    """(file, "WxH") of one result image; a file the GPU already encoded passes through. A PNG is kept in
+    ``references``, for an edit that sends it back."""
     if isinstance(image, EncodedImage):
         return image.data, f"{image.width}x{image.height}"
     height, width = image.shape[:2]
-    return encode_image(image, params.output_format, params.output_compression), f"{width}x{height}"
+    file = encode_image(image, params.output_format, params.output_compression)
+    if params.output_format == "png":
+        references.register(file, image)
+    return file, f"{width}x{height}"
 
 
-def images_response(result: ImageResult, params: ImageParams) -> bytes:
+def images_response(result: ImageResult, params: ImageParams, references: ReferenceCache) -> bytes:
     """The OpenAI ImagesResponse body, as JSON bytes.
 
     Base64 needs no JSON escaping, so each image's base64 is spliced into the JSON as bytes: the
     megabytes are never decoded to a str, scanned by the JSON encoder and encoded back (a third of
     the CPU time of ``json.dumps`` of the same body; what remains is base64 itself).
     """
-    files = [image_file(image, params) for image in result.images]
+    files = [image_file(image, params, references) for image in result.images]
     head = json.dumps({"created": int(time.time()), "output_format": params.output_format, "size": files[0][1]})
     parts = [head[:-1].encode(), b',"data":[']
     for index, (file, _) in enumerate(files):

@@ -20,11 +20,14 @@ from deployments.errors import Flux2Error
 from deployments.openai.errors import error_body
 from deployments.openai.images import encode_image, to_b64
 from deployments.openai.protocol import ImageParams
+from deployments.openai.references import ReferenceCache
 from deployments.openai.serving import image_file
 from deployments.types import ImageResult, PartialImage, StepProgress, StreamEvent
 
 
-def stream_payloads(event: StreamEvent, params: ImageParams, prefix: str) -> list[dict[str, Any]]:
+def stream_payloads(
+    event: StreamEvent, params: ImageParams, prefix: str, references: ReferenceCache
+) -> list[dict[str, Any]]:
     """Server-sent event payloads for one engine event (``prefix``: image_generation or image_edit).
 
     ``.partial_image`` and ``.completed`` follow the OpenAI Images streaming events; ``.progress`` is
@@ -62,7 +65,7 @@ def stream_payloads(event: StreamEvent, params: ImageParams, prefix: str) -> lis
             "generate_ms": round(event.timings.generate_s * 1000, 1),  # extension: as x-generate-ms
             **common,
         }
-        for file, size in (image_file(image, params) for image in event.images)
+        for file, size in (image_file(image, params, references) for image in event.images)
     ]
 
 
@@ -75,6 +78,7 @@ async def sse_events(
     events: AsyncGenerator[StreamEvent, None],
     params: ImageParams,
     prefix: str,
+    references: ReferenceCache,
     on_result: Callable[[ImageResult], None],
 ) -> AsyncGenerator[str, None]:
     """The framed events up to the result (``on_result`` is told of it); an error raised on the way ends the
@@ -83,7 +87,7 @@ async def sse_events(
         try:
             async for event in events:
                 # Encoding previews and results takes milliseconds: not on the event loop.
-                for payload in await asyncio.to_thread(stream_payloads, event, params, prefix):
+                for payload in await asyncio.to_thread(stream_payloads, event, params, prefix, references):
                     yield frame(payload)
                 if isinstance(event, ImageResult):
                     on_result(event)
@@ -97,8 +101,9 @@ def event_stream(
     params: ImageParams,
     prefix: str,
     headers: Mapping[str, str],
+    references: ReferenceCache,
     on_result: Callable[[ImageResult], None],
 ) -> StreamingResponse:
     """The streaming response of ``events`` (``prefix``: image_generation or image_edit)."""
-    body = sse_events(events, params, prefix, on_result)
+    body = sse_events(events, params, prefix, references, on_result)
     return StreamingResponse(body, media_type="text/event-stream", headers={**headers, "cache-control": "no-store"})

@@ -24,8 +24,11 @@ MODEL = "Flux2Model-tiny-klein"
 SHAPE = {"width": 64, "height": 64, "references": 0}
 
 
-def serve_config(adapters: list[dict[str, Any]], max_n: int, max_batch_size: int, model: dict | None = None) -> dict:
-    """The app as a Serve config: the model in args, what may change live under the deployments' user_config."""
+def serve_config(
+    adapters: list[dict[str, Any]], max_n: int, max_batch_size: int, model: dict | None = None, cache_mb: int = 256
+) -> dict:
+    """The app as a Serve config: the model in args, what may change live under the deployments' user_config
+    (``cache_mb``: the ingress's reference cache and the model's prompt cache)."""
     args_model = {
         "name": "tiny-klein",
         "source": "tiny-klein",
@@ -34,7 +37,12 @@ def serve_config(adapters: list[dict[str, Any]], max_n: int, max_batch_size: int
         "lora": {"adapters": adapters[:1], "max_rank": 8},
         "deployment_options": {"ray_actor_options": {"num_cpus": 0.1}},
     }
-    live_model = {"lora": {"adapters": adapters, "max_rank": 8}, "max_batch_size": max_batch_size, **(model or {})}
+    live_model = {
+        "lora": {"adapters": adapters, "max_rank": 8},
+        "max_batch_size": max_batch_size,
+        "prompt_cache_mb": cache_mb,
+        **(model or {}),
+    }
     return {
         "applications": [
             {
@@ -43,7 +51,10 @@ def serve_config(adapters: list[dict[str, Any]], max_n: int, max_batch_size: int
                 "import_path": "deployments.app:build_app",
                 "args": {"models": [args_model], "ingress_options": {"ray_actor_options": {"num_cpus": 0.1}}},
                 "deployments": [
-                    {"name": "ImagesIngress", "user_config": {"limits": {**TEST_LIMITS, "max_n": max_n}}},
+                    {
+                        "name": "ImagesIngress",
+                        "user_config": {"limits": {**TEST_LIMITS, "max_n": max_n}, "reference_cache_mb": cache_mb},
+                    },
                     {"name": MODEL, "user_config": live_model},
                 ],
             }
@@ -124,16 +135,37 @@ def listed_adapters(client: httpx.Client) -> set[str]:
     return {card["id"] for card in client.get("/v1/models").json()["data"]}
 
 
-def test_a_live_change_keeps_every_replica_and_drops_no_request(live_url: str, adapters: list[dict]) -> None:
+def cache_bytes(metrics_port: int) -> dict[str, float]:
+    """The bytes the app's prompt cache (model) and reference cache (ingress) hold, by a scrape of this node."""
+    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+    held = {}
+    for cache in ("prompt", "reference"):
+        name = f"ray_flux2_{cache}_cache_bytes{{"
+        values = [
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(name) and f'application="{APP}"' in line
+        ]
+        held[cache] = sum(values) if values else -1.0
+    return held
+
+
+def test_a_live_change_keeps_every_replica_and_drops_no_request(
+    live_url: str, adapters: list[dict], ray_cluster: dict[str, int]
+) -> None:
+    port = ray_cluster["metrics"]
     with httpx.Client(base_url=live_url, timeout=60) as client:
         assert client.post("/v1/images/generations", json={"prompt": "x", "n": 3}).status_code == 400  # max_n 2
         assert wait_until(lambda: "tiny-klein/a" in listed_adapters(client), 30, 0.5)
+        assert client.post("/v1/images/generations", json={"prompt": "x"}).status_code == 200  # a PNG result kept
+        assert wait_until(lambda: min(cache_bytes(port).values()) > 0, 60, 1), cache_bytes(port)
         pids = replica_pids()
         assert len(pids) == 2, pids
         with Traffic(live_url) as traffic:
             time.sleep(2)
             deployed = time.monotonic()
-            deploy(serve_config(adapters, max_n=4, max_batch_size=2))  # a new limit, a new adapter, batching
+            # A new limit, a new adapter, batching, and both caches off.
+            deploy(serve_config(adapters, max_n=4, max_batch_size=2, cache_mb=0))
             assert wait_until(lambda: "tiny-klein/b" in listed_adapters(client), 60, 0.5)
             applied = time.monotonic()
             four = client.post("/v1/images/generations", json={"prompt": "x", "n": 4})
@@ -145,6 +177,7 @@ def test_a_live_change_keeps_every_replica_and_drops_no_request(live_url: str, a
         assert set(traffic.statuses) == {200}, traffic.statuses
         assert traffic.between(deployed, applied) >= 1, "no request was sent while the change was applied"
         assert replica_pids() == pids  # the same processes: nothing restarted, nothing re-warmed
+    assert wait_until(lambda: cache_bytes(port) == {"prompt": 0, "reference": 0}, 60, 1), cache_bytes(port)
 
 
 def test_a_change_that_needs_a_new_model_is_refused_and_the_service_stays(live_url: str, adapters: list[dict]) -> None:

@@ -17,6 +17,7 @@ from deployments.errors import InvalidRequest, TooLarge
 from deployments.openai import images
 from deployments.openai.images import auto_size, decode_image, decode_mask, encode_image, parse_size
 from deployments.openai.protocol import ImageParams
+from deployments.openai.references import ReferenceCache
 from deployments.openai.serving import Route, build_generation_request, images_response
 from deployments.types import EncodedImage, ImageResult
 
@@ -234,7 +235,7 @@ def test_gpu_encoded_files_pass_through_the_response_untouched() -> None:
         images=[EncodedImage(jpeg, "jpeg", 48, 32)], seed=1, num_inference_steps=4, guidance_scale=1.0, weights="x"
     )
     params = ImageParams(prompt="p", output_format="jpeg")
-    body = json.loads(images_response(result, params))
+    body = json.loads(images_response(result, params, ReferenceCache(0)))
     assert base64.b64decode(body["data"][0]["b64_json"]) == jpeg and body["size"] == "48x32"
 
 
@@ -250,7 +251,7 @@ def test_response_json_with_spliced_base64_is_the_openai_shape() -> None:
     arrays = [rng.integers(0, 256, (40, 24, 3), dtype=np.uint8) for _ in range(2)]
     result = ImageResult(images=arrays, seed=1, num_inference_steps=4, guidance_scale=1.0, weights="x")
     params = ImageParams(prompt="p", output_format="png")
-    body = json.loads(images_response(result, params))
+    body = json.loads(images_response(result, params, ReferenceCache(0)))
     assert set(body) == {"created", "data", "output_format", "size"} and isinstance(body["created"], int)
     assert body["output_format"] == "png" and body["size"] == "24x40" and len(body["data"]) == 2
     for item, pixels in zip(body["data"], arrays, strict=True):

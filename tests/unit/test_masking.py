@@ -12,6 +12,7 @@ from PIL import Image
 from deployments.config import ModelConfig
 from deployments.engine import Flux2Engine
 from deployments.engine.masking import (
+    encode_source,
     latent_weights,
     pixel_alpha,
     prepare_latent_blend,
@@ -100,7 +101,7 @@ def test_kept_tokens_end_exactly_on_source_latents(engine: Flux2Engine) -> None:
     mask[8:40, 8:40] = 1  # latent cells 0..2 of an 8x8 grid; cells 6 and 7 are beyond the feather
     generators = [torch.Generator("cpu").manual_seed(0)]
     with torch.inference_mode():
-        noise, blender = prepare_latent_blend(pipeline, image, mask, generators)
+        noise, blender = prepare_latent_blend(pipeline, encode_source(pipeline, image), mask, generators)
         pipeline(
             image=[Image.fromarray(image)],
             prompt=PROMPT,
@@ -152,12 +153,13 @@ def test_openai_mask_png_through_the_request_builder(engine: Flux2Engine) -> Non
     slow for this file on a small CPU.)"""
     from deployments.config import Limits
     from deployments.openai.protocol import parse_form_fields
+    from deployments.openai.references import ReferenceCache
     from deployments.openai.serving import Route, build_edit_request
 
     image, mask = source_image(), rect_mask()
     rgba = np.dstack([np.full_like(mask, 255), np.zeros_like(mask), np.zeros_like(mask), 255 - mask])
     params = parse_form_fields({"prompt": PROMPT, "size": "128x64", "seed": "5", "num_inference_steps": "2"})
-    request = build_edit_request(params, [_png(image)], _png(rgba), Limits(), Route(ModelConfig()))
+    request = build_edit_request(params, [_png(image)], _png(rgba), Limits(), Route(ModelConfig()), ReferenceCache(8))
     result = engine.generate(request)
     assert result.mask_applied
     output = result.images[0]

@@ -12,6 +12,7 @@ import numpy as np
 from deployments.errors import GenerationFailed, InvalidRequest
 from deployments.openai.images import encode_image
 from deployments.openai.protocol import ImageParams
+from deployments.openai.references import ReferenceCache
 from deployments.openai.sse import event_stream, frame, sse_events, stream_payloads
 from deployments.types import EncodedImage, ImageResult, PartialImage, StepProgress, StreamEvent, Timings
 from tests.helpers import decode_b64_image
@@ -64,7 +65,7 @@ def stream(source: Source, limit: int | None = None) -> tuple[list[dict], list[I
 
     async def run() -> list[str]:
         frames = []
-        body = sse_events(source(), PARAMS, "image_edit", counted.append)
+        body = sse_events(source(), PARAMS, "image_edit", ReferenceCache(0), counted.append)
         async for text in body:
             frames.append(text)
             if len(frames) == limit:
@@ -119,13 +120,15 @@ def test_files_encoded_on_the_gpu_pass_through_the_completed_event() -> None:
     done = ImageResult(
         [EncodedImage(jpeg, "jpeg", 48, 32)], seed=1, num_inference_steps=4, guidance_scale=1.0, weights="x"
     )
-    (completed,) = stream_payloads(done, ImageParams(prompt="p", output_format="jpeg"), "image_generation")
+    (completed,) = stream_payloads(
+        done, ImageParams(prompt="p", output_format="jpeg"), "image_generation", ReferenceCache(0)
+    )
     assert base64.b64decode(completed["b64_json"]) == jpeg and completed["size"] == "48x32"
     assert completed["type"] == "image_generation.completed" and completed["output_format"] == "jpeg"
 
 
 def test_the_response_is_an_uncached_event_stream_with_the_routes_headers() -> None:
-    response = event_stream(Source()(), PARAMS, "image_edit", {"x-seed": "7"}, lambda _: None)
+    response = event_stream(Source()(), PARAMS, "image_edit", {"x-seed": "7"}, ReferenceCache(0), lambda _: None)
     assert response.media_type == "text/event-stream"
     assert response.headers["x-seed"] == "7" and response.headers["cache-control"] == "no-store"
 
