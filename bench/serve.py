@@ -16,7 +16,7 @@ and with the PNG saved, in the same process before Serve starts.
 ``--caches`` times what the exact caches save (issue 24), each model: a new prompt against the same prompt with a
 new seed (the text encoder), and an edit with a new reference against a chained edit whose reference is the
 previous PNG result (its decode) and against the same reference again (its decode, preprocessing and VAE encode).
-``--reference`` makes the new references from a photograph (one pixel changed a file) instead of noise.
+``--reference`` makes the new references from a photograph (a corner changed a file) instead of noise.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ def png(width: int, height: int, seed: int) -> bytes:
 
 
 def reference_files(count: int, side: int, photo: Path | None = None) -> list[bytes]:
-    """``count`` different side x side files, new to the server: noise PNGs, or ``photo`` as JPEG with one pixel
-    changed a file (a photograph's decode cost)."""
+    """``count`` different side x side files, new to the server: noise PNGs, or ``photo`` as JPEG with its corner
+    block changed a file (a photograph's decode cost)."""
     import numpy as np
     from PIL import Image
 
@@ -56,7 +56,10 @@ def reference_files(count: int, side: int, photo: Path | None = None) -> list[by
     pixels = np.array(Image.open(photo).convert("RGB").resize((side, side), Image.Resampling.LANCZOS))
     files = []
     for i in range(count):
-        pixels[0, 0] = [(salt + i) % 256, (salt + i) // 256 % 256, i % 256]
+        # the file's number in black and white 8x8 blocks (JPEG's own): a changed pixel can quantise to the same file
+        for bit in range(32):
+            row, column = divmod(bit, side // 8)
+            pixels[row * 8 : row * 8 + 8, column * 8 : column * 8 + 8] = 255 * ((salt + i) >> bit & 1)
         buffer = io.BytesIO()
         Image.fromarray(pixels).save(buffer, format="JPEG", quality=95)
         files.append(buffer.getvalue())
@@ -222,8 +225,10 @@ def plain_diffusers(source: str, side: int, steps: int, n: int) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = suite_parser("serve", __doc__)
-    parser.add_argument("--source", required=True)
-    parser.add_argument("--cache", required=True, help="compile cache folder")
+    parser.add_argument("--source", help="the model to serve (required without --url)")
+    parser.add_argument("--cache", help="compile cache folder (required without --url)")
+    parser.add_argument("--url", help="time a server already running here instead (its models: --models)")
+    parser.add_argument("--models", default=None, help="--url: model ids, comma-separated (default: the first)")
     parser.add_argument("--json", required=True)
     parser.add_argument("--n", type=int, default=10)
     parser.add_argument("--steps", type=int, default=4)
@@ -236,21 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--variant", default=None, help="a second model with these overrides, key=value,...")
     parser.add_argument("--plain", action="store_true", help="first time plain diffusers on the same requests")
     parser.add_argument("--caches", action="store_true", help="also time what the prompt and reference caches save")
-    parser.add_argument("--reference", type=Path, default=None, help="--caches: references from this photograph")
+    parser.add_argument("--reference", type=Path, default=None, help="references from this photograph, not noise")
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    import httpx
-    import ray
-    from ray import serve
-
-    from bench.common import decode_rgb
-    from bench.eval.metrics import psnr
-    from deployments.app import build_app
-    from deployments.engine.parallel import free_port
-
+def service_config(args: argparse.Namespace) -> dict:
+    """The served app: the model warmed for t2i and one-reference edits at ``--size``, and ``--variant``'s copy."""
     side = args.size
     model = {
         "name": "bench",
@@ -270,20 +266,39 @@ def main(argv: list[str] | None = None) -> None:
     models = [model]
     if args.variant:
         models.append({**model, "name": "variant", **parse_overrides(args.variant)})
-    service = {
+    return {
         "models": models,
         "limits": {"max_side": 2048, "max_steps": 100},
         "ingress_options": {"max_ongoing_requests": 64},
     }
-    result: dict = {
-        "source": args.source,
-        "steps": args.steps,
-        "size": side,
-        "options": args.option,
-        "variant": args.variant,
-    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.url and not (args.source and args.cache):
+        parser.error("--source and --cache are required without --url")
+    result: dict = {"source": args.source, "url": args.url, "steps": args.steps, "size": args.size}
+    result.update(options=args.option, variant=args.variant)
+    if args.url:
+        measure(args.url, args.models.split(",") if args.models else None, args, result)
+    else:
+        serve_and_measure(args, result)
+    Path(args.json).write_text(json.dumps(result, indent=1))
+    print(json.dumps(result), flush=True)
+
+
+def serve_and_measure(args: argparse.Namespace, result: dict) -> None:
+    """Plain diffusers first (``--plain``), then Ray Serve with the app, measured, then stopped."""
+    import ray
+    from ray import serve
+
+    from deployments.app import build_app
+    from deployments.engine.parallel import free_port
+
+    service = service_config(args)
     if args.plain:  # before Serve holds the GPU: the baseline runs alone, in this process
-        result["plain"] = plain_diffusers(args.source, side, args.steps, args.n)
+        result["plain"] = plain_diffusers(args.source, args.size, args.steps, args.n)
     t0 = time.perf_counter()
     ray.init(num_cpus=args.num_cpus, num_gpus=args.gpu, include_dashboard=False, log_to_driver=False)
     port = free_port()
@@ -292,55 +307,69 @@ def main(argv: list[str] | None = None) -> None:
     t1 = time.perf_counter()
     serve.run(build_app(service), name="flux2", route_prefix="/")
     result["serve_run_until_ready_s"] = round(time.perf_counter() - t1, 2)
-    url = f"http://127.0.0.1:{port}"
-    ref = png(side, side, 1)
     try:
-        with httpx.Client(base_url=url, timeout=600) as http:
-
-            def fields(name: str, prompt: str, seed: int, output_format: str) -> dict:
-                return {
-                    "model": name,
-                    "prompt": prompt,
-                    "size": f"{side}x{side}",
-                    "seed": seed,
-                    "num_inference_steps": args.steps,
-                    "output_format": output_format,
-                }
-
-            def t2i(seed: int, output_format: str, name: str = "bench") -> httpx.Response:
-                body = fields(name, "a photo of a red car in front of a house at sunset", seed, output_format)
-                return http.post("/v1/images/generations", json=body)
-
-            def edit(seed: int, output_format: str, name: str = "bench") -> httpx.Response:
-                form = fields(name, "make the car blue", seed, output_format)
-                data = {key: str(value) for key, value in form.items()}  # multipart fields are strings
-                return http.post("/v1/images/edits", data=data, files={"image": ("ref.png", ref, "image/png")})
-
-            for model_name in [m["name"] for m in models]:
-                prefix = "" if model_name == "bench" else f"{model_name} "
-                for name, call in (("t2i", t2i), ("edit1", edit)):
-                    for output_format in args.formats.split(","):
-                        key = f"{prefix}{name}:{output_format}"
-                        timed = lambda i, fmt, call=call, model_name=model_name: call(i, fmt, model_name)  # noqa: E731
-                        result[key] = series(timed, output_format, args.n, result)
-                        print(key, json.dumps(result[key]), flush=True)
-
-            for model_name in [m["name"] for m in models] if args.caches else []:
-                caches = cache_timings(http, model_name, side, args.steps, args.n, args.reference)
-                result[f"{model_name} caches"] = caches
-
-            for model_name in [m["name"] for m in models]:  # JPEG vs the exact pixels of the same request
-                exact = decode_rgb(first_image(t2i(99, "png", model_name).json()))
-                jpeg = t2i(99, "jpeg", model_name)
-                jpeg_file = first_image(jpeg.json())
-                result[f"{model_name} jpeg_fidelity"] = {
-                    "psnr_db_vs_png": round(psnr(exact, decode_rgb(jpeg_file)), 2),
-                    "jpeg_bytes": len(jpeg_file),
-                    "x_server_timing": jpeg.headers["server-timing"],
-                }
-                print(model_name, result[f"{model_name} jpeg_fidelity"], flush=True)
+        measure(f"http://127.0.0.1:{port}", [m["name"] for m in service["models"]], args, result)
     finally:
         serve.shutdown()
         ray.shutdown()
-    Path(args.json).write_text(json.dumps(result, indent=1))
-    print(json.dumps(result), flush=True)
+
+
+def measure(url: str, models: list[str] | None, args: argparse.Namespace, result: dict) -> None:
+    """Each model's t2i and one-reference edit series in each format, the caches' cases (``--caches``), and how
+    close its JPEG is to its PNG. Every series request is new to the caches: a prompt never sent before, a
+    reference file never sent before, so the figures are those of a new request."""
+    import httpx
+
+    from bench.common import decode_rgb
+    from bench.eval.metrics import psnr
+
+    side, token = args.size, secrets.token_hex(4)
+    with httpx.Client(base_url=url, timeout=600) as http:
+        models = models or [http.get("/v1/models").json()["data"][0]["id"]]
+        result["models"] = models
+        files = len(models) * len(args.formats.split(",")) * (args.n + 1)
+        references = iter(reference_files(files, side, args.reference))
+
+        def fields(name: str, prompt: str, seed: int, output_format: str) -> dict:
+            return {
+                "model": name,
+                "prompt": prompt,
+                "size": f"{side}x{side}",
+                "seed": seed,
+                "num_inference_steps": args.steps,
+                "output_format": output_format,
+            }
+
+        def t2i(seed: int, output_format: str, name: str, prompt: str | None = None) -> httpx.Response:
+            prompt = prompt or f"a photo of a red car in front of a house at sunset {token} {output_format} {seed}"
+            return http.post("/v1/images/generations", json=fields(name, prompt, seed, output_format))
+
+        def edit(seed: int, output_format: str, name: str) -> httpx.Response:
+            form = fields(name, f"make the car blue {token} {output_format} {seed}", seed, output_format)
+            data = {key: str(value) for key, value in form.items()}  # multipart fields are strings
+            return http.post("/v1/images/edits", data=data, files={"image": ("reference", next(references))})
+
+        for model_name in models:
+            prefix = "" if model_name == models[0] else f"{model_name} "
+            for name, call in (("t2i", t2i), ("edit1", edit)):
+                for output_format in args.formats.split(","):
+                    key = f"{prefix}{name}:{output_format}"
+                    timed = lambda i, fmt, call=call, model_name=model_name: call(i, fmt, model_name)  # noqa: E731
+                    result[key] = series(timed, output_format, args.n, result)
+                    print(key, json.dumps(result[key]), flush=True)
+
+        for model_name in models if args.caches else []:
+            caches = cache_timings(http, model_name, side, args.steps, args.n, args.reference)
+            result[f"{model_name} caches"] = caches
+
+        for model_name in models:  # JPEG vs the exact pixels of the same request
+            prompt = f"a photo of a red car {token} fidelity"
+            exact = decode_rgb(first_image(t2i(99, "png", model_name, prompt).json()))
+            jpeg = t2i(99, "jpeg", model_name, prompt)
+            jpeg_file = first_image(jpeg.json())
+            result[f"{model_name} jpeg_fidelity"] = {
+                "psnr_db_vs_png": round(psnr(exact, decode_rgb(jpeg_file)), 2),
+                "jpeg_bytes": len(jpeg_file),
+                "x_server_timing": jpeg.headers["server-timing"],
+            }
+            print(model_name, result[f"{model_name} jpeg_fidelity"], flush=True)

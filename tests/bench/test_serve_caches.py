@@ -1,28 +1,35 @@
-"""The serve suite's ``--caches`` timings on the tiny model on a CPU, against the session's app (starting the whole
-suite's own Ray and Serve takes about 90 s here): every case answered, timed and compared."""
+"""The serve suite against a running server (``--url``, here the session's app on the tiny model on a CPU; starting
+the suite's own Ray and Serve takes about 90 s here): every series and every cache case answered and timed."""
 
 from __future__ import annotations
 
 import io
+import json
+from pathlib import Path
 
-import httpx
 import numpy as np
 from PIL import Image
 
-from bench.serve import build_parser, cache_timings, reference_files
+from bench.serve import main, reference_files
 from tests.helpers import REPO
 
 CASES = ("t2i:new_prompt", "t2i:same_prompt", "edit:new_reference", "edit:chained", "edit:same_reference")
 
 
-def test_cache_timings_time_every_case_over_http(base_url: str) -> None:
-    with httpx.Client(base_url=base_url, timeout=120) as http:
-        out = cache_timings(http, "tiny-dev", 64, 2, 2, photo=REPO / "examples" / "cat.png")
+def test_a_running_server_is_measured_with_new_requests_and_the_cached_cases(base_url: str, tmp_path: Path) -> None:
+    report = tmp_path / "serve.json"
+    photo = REPO / "examples" / "cat.png"
+    argv = ["--url", base_url, "--models", "tiny-dev", "--size", "64", "--steps", "2", "--n", "2", "--json"]
+    main([*argv, str(report), "--formats", "png,jpeg", "--caches", "--reference", str(photo)])
+    result = json.loads(report.read_text())
+    for series in ("t2i:png", "t2i:jpeg", "edit1:png", "edit1:jpeg"):
+        assert result[series]["statuses"] == [200] and result[series]["http_total_s"]["n"] == 2, result[series]
+    caches = result["tiny-dev caches"]
     for case in CASES:
-        assert out[case]["statuses"] == [200] and out[case]["n"] == 2, out
-        assert out[case]["http_ms_p50"] > out[case]["generate_ms_p50"] > 0
-    assert {"same_prompt_saves_ms", "chained_speedup", "same_reference_speedup"} <= set(out)
-    assert build_parser().parse_args(["--source", "s", "--cache", "c", "--json", "j", "--caches"]).caches
+        assert caches[case]["statuses"] == [200] and caches[case]["n"] == 2, caches
+        assert caches[case]["http_ms_p50"] > caches[case]["generate_ms_p50"] > 0
+    assert {"same_prompt_saves_ms", "chained_speedup", "same_reference_speedup"} <= set(caches)
+    assert result["tiny-dev jpeg_fidelity"]["psnr_db_vs_png"] > 20
 
 
 def test_new_references_are_different_files_of_the_asked_size() -> None:
