@@ -43,6 +43,7 @@ declare -A CASES=(
   [serve-klein4b-preset]="klein-4B through Ray Serve with preset fast, plain diffusers timed first in the process"
   [soak-klein4b]="serve run of bench/lab/soak-klein4b.yaml, then python -m bench soak for what the call leaves (≤ 6 min)"
   [soak-klein4b-fast]="the same, one model (preset fast + LoRA) warmed for 1024² with 0-2 references, off-warm 512²"
+  [serve-soak-klein4b]="soak-klein4b-fast's server: cold start, latencies with the caches (bench serve --url), the soak, warm restart; bench vae beside the cold start"
 )
 
 if [[ -z ${1:-} || -z ${CASES[$1]:-} ]]; then
@@ -54,6 +55,7 @@ fi
 mkdir -p /tmp/site && tar -C /tmp/site -xJf .site/site.tar.xz || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HOME=/tmp/hf
 export OUT=${OUT:-/tmp/out}
+LOGS=$OUT  # where the serve and soak helpers below write their logs
 mkdir -p "$OUT"
 
 run() {  # run <name> <suite> <options...>: python -m bench, logged, with how long it took
@@ -70,34 +72,58 @@ ready() {  # whether the server on :8000 answers /readyz with 200
   python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:8000/readyz', timeout=5)" 2>/dev/null
 }
 
-soak() {  # soak <name> <off-warm sizes>: Ray with its metrics on :8080, serve run of bench/lab/<name>.yaml in a
-  # session of its own, the soak, then all of it stopped
-  local name=$1 off_sizes=$2 end=585 serve duration
-  python3 -m bench soak --write-adapters /tmp/soak-loras --source random-klein-4b --adapters a,b --rank 4 \
-    >"$OUT/soak-adapters.log" 2>&1 || { echo "== adapters failed"; tail -n 5 "$OUT/soak-adapters.log"; return 1; }
+serve_up() {  # serve_up <config name> <log>: Ray with its metrics on :8080 (if not up), serve run of
+  # bench/lab/<config>.yaml in a session of its own; prints the seconds to /readyz; SERVE holds its session id
+  local name=$1 log=$2 start=$SECONDS
+  ray_up || return 1
+  setsid python3 -m ray.serve.scripts run -a auto "bench/lab/$name.yaml" >"$log" 2>&1 </dev/null &
+  SERVE=$!
+  until ready || ! kill -0 $SERVE 2>/dev/null || ((SECONDS > 540)); do sleep 1; done
+  if ready; then echo "== $name ready in $((SECONDS - start)) s after serve run (at $SECONDS s)"; else
+    echo "== $name not ready at $SECONDS s"; tail -n 20 "$log"; return 1; fi
+}
+
+ray_up() {
+  python3 -m ray.scripts.scripts status >/dev/null 2>&1 && return 0
   python3 -m ray.scripts.scripts start --head --num-gpus 1 --metrics-export-port 8080 --include-dashboard false \
-    --disable-usage-stats --system-config '{"metrics_report_interval_ms": 2000}' >"$OUT/soak-ray.log" 2>&1 || return 1
-  setsid python3 -m ray.serve.scripts run -a auto "bench/lab/$name.yaml" >"$OUT/soak-serve.log" 2>&1 </dev/null &
-  serve=$!
-  until ready || ! kill -0 $serve 2>/dev/null || ((SECONDS > 450)); do sleep 5; done
+    --disable-usage-stats --system-config '{"metrics_report_interval_ms": 2000}' >>"$LOGS/ray.log" 2>&1
+}
+
+serve_down() {  # serve run's session (a background job ignores SIGINT), then the cluster, its Serve logs kept
+  local tag=$1
+  kill -TERM -- -$SERVE 2>/dev/null
+  python3 -m ray.scripts.scripts stop --force >>"$LOGS/ray.log" 2>&1
+  kill -KILL -- -$SERVE 2>/dev/null
+  tar -C /tmp/ray/session_latest/logs -czf "$LOGS/ray-logs-$tag.tgz" serve
+}
+
+keep_logs() {  # every log so far in one file under $OUT (a call brings back 8 files at most)
+  [[ $LOGS != "$OUT" ]] && tar -C "$LOGS" -czf "$OUT/logs.tgz" .
+}
+
+write_adapters() {
+  python3 -m bench soak --write-adapters /tmp/soak-loras --source random-klein-4b --adapters a,b --rank 4 \
+    >"$LOGS/soak-adapters.log" 2>&1 || { echo "== adapters failed"; tail -n 5 "$LOGS/soak-adapters.log"; return 1; }
+}
+
+soak_traffic() {  # soak_traffic <name> <seconds> <off-warm sizes>: the soak against the server on :8000
+  local name=$1 duration=$2 off_sizes=$3
+  echo "== soak for $duration s from $SECONDS s"
+  timeout $((duration + 90)) python3 -m bench soak --url http://127.0.0.1:8000 --duration "$duration" \
+    --workers 4 --burst 24 --sizes 1024x1024 --off-sizes "$off_sizes" --adapters a,b --max-n 4 \
+    --metrics-url http://127.0.0.1:8080/metrics --metrics-app flux2 --json "$OUT/$name.json" >"$LOGS/$name.log" 2>&1
+  echo "== $name: exit $? at $SECONDS s"
+  tail -n 12 "$LOGS/$name.log"
+}
+
+soak() {  # soak <name> <off-warm sizes>: serve run of bench/lab/<name>.yaml, the soak for what the call leaves
+  local name=$1 off_sizes=$2 end=585 duration
+  write_adapters || return 1
+  serve_up "$name" "$LOGS/soak-serve.log" || { serve_down "$name"; return 1; }
   duration=$((end - SECONDS - 60))  # what the drain, the counters' settling and the stop need after the traffic
   ((duration > 360)) && duration=360
-  if ready && ((duration >= 60)); then
-    echo "== ready at $SECONDS s; soak for $duration s"
-    timeout $((end - SECONDS - 15)) python3 -m bench soak --url http://127.0.0.1:8000 --duration $duration \
-      --workers 4 --burst 24 --sizes 1024x1024 --off-sizes "$off_sizes" --adapters a,b --max-n 4 \
-      --metrics-url http://127.0.0.1:8080/metrics --metrics-app flux2 --json "$OUT/$name.json" \
-      >"$OUT/$name.log" 2>&1
-    echo "== $name: exit $? at $SECONDS s"
-    tail -n 12 "$OUT/$name.log"
-  else
-    echo "== not ready at $SECONDS s: no soak"
-    tail -n 20 "$OUT/soak-serve.log"
-  fi
-  kill -TERM -- -$serve 2>/dev/null  # serve run's session (a background job ignores SIGINT), then the cluster
-  python3 -m ray.scripts.scripts stop --force >>"$OUT/soak-ray.log" 2>&1
-  kill -KILL -- -$serve 2>/dev/null
-  tar -C /tmp/ray/session_latest/logs -czf "$OUT/soak-ray-logs.tgz" serve
+  ((duration >= 60)) && soak_traffic "$name" $duration "$off_sizes"
+  serve_down "$name"
   echo "== stopped at $SECONDS s"
 }
 
@@ -116,6 +142,33 @@ case $1 in
     C=compile_cache_dir=/tmp/ccd,compile=regional
     run ladder-dev-edit options --source random-dev --steps 50 --repeats 2 --floors --shapes 1024x1024+1 \
       --baseline $C,$F --variant $C,preset=fast --variant "$C,preset=fast,$T4"
+    ;;
+  serve-soak-klein4b)  # #24 and #23 on one server: the VAE alone (beside the cold start, which is compile-bound),
+    # the cold start, the served latencies with the caches, the soak, then a restart on the warm compile cache
+    LOGS=/tmp/lablogs && mkdir -p $LOGS
+    write_adapters || exit 1
+    python3 -m bench vae --size 1024 --repeats 30 --json "$OUT/vae.json" >"$LOGS/vae.log" 2>&1 &
+    vae=$!
+    serve_up soak-klein4b-fast "$LOGS/serve-cold.log" || { serve_down cold; keep_logs; exit 1; }
+    wait $vae
+    echo "== vae: exit $?"
+    tail -n 3 "$LOGS/vae.log"
+    timeout 120 python3 -m bench serve --url http://127.0.0.1:8000 --models klein4b-fast --n 8 --steps 4 \
+      --formats jpeg,png --caches --reference bench/assets/astronaut.jpg --json "$OUT/serve.json" \
+      >"$LOGS/serve.log" 2>&1
+    echo "== serve: exit $? at $SECONDS s"
+    grep -E "^(t2i|edit1|caches)" "$LOGS/serve.log" | cut -c1-220
+    keep_logs
+    ((SECONDS < 400)) && soak_traffic soak-klein4b-fast $((440 - SECONDS)) 512x512
+    serve_down cold
+    keep_logs
+    if ((SECONDS < 480)); then
+      serve_up soak-klein4b-fast "$LOGS/serve-warm.log"  # the same replica on the compile cache the first filled
+      grep -h "model .* ready" "$LOGS/serve-warm.log" | tail -n 1 | cut -c1-900
+      serve_down warm
+    fi
+    keep_logs
+    echo "== done at $SECONDS s"
     ;;
   soak-klein4b) soak soak-klein4b 512x512,768x768 ;;
   soak-klein4b-fast) soak soak-klein4b-fast 512x512 ;;
