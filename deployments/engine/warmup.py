@@ -52,9 +52,12 @@ def warm_up(engine: Flux2Engine, shapes: tuple[Shape, ...] | None = None) -> dic
 
     The second run asks for JPEG, so an engine that encodes on the GPU has its encoder set up too. A model with
     LoRA adapters runs each shape once and at ``WARMUP_BATCH`` more with its adapter slots on, so no adapter
-    request compiles. The times include torch's own count of the compile time they held (``compile:*``).
+    request compiles. An engine that compiles nothing runs each shape once (and once with its slots on): a second
+    run or another batch size would prepare nothing (the CPU demo's warm-up: 10.2 s before, at 1024²). The times
+    include torch's own count of the compile time they held (``compile:*``).
     """
     shapes = engine.config.warmup_shapes if shapes is None else shapes
+    compiled = engine.compile_mode != "none" or bool(engine.config.compile_vae or engine.config.compile_text_encoder)
     times: dict[str, float] = {}
     compiled_before = calculate_time_spent()
     start = time.perf_counter()
@@ -62,22 +65,22 @@ def warm_up(engine: Flux2Engine, shapes: tuple[Shape, ...] | None = None) -> dic
         key = f"{shape.width}x{shape.height}+{shape.references}ref"
         request = warmup_request(shape)
         engine.warm_shapes.add(request.shape_key)
-        runs = [
-            ("first", request),
-            ("second", dataclasses.replace(request, jpeg_quality=95)),
-            ("batch", dataclasses.replace(request, n=WARMUP_BATCH)),
-        ]
+        runs = [("first", request)]
+        if compiled or engine.config.device_jpeg:
+            runs.append(("second", dataclasses.replace(request, jpeg_quality=95)))
+        if compiled:
+            runs.append(("batch", dataclasses.replace(request, n=WARMUP_BATCH)))
         for attempt, run in runs:
             t0 = time.perf_counter()
             engine.generate(run)
             times[f"{key}:{attempt}"] = time.perf_counter() - t0
         if engine.config.lora.adapters:  # the LoRA slots' graphs, which adapter requests run (empty: base output)
-            for attempt, n in (("adapters", 1), ("adapters-batch", WARMUP_BATCH)):
+            for attempt, n in (("adapters", 1), ("adapters-batch", WARMUP_BATCH))[: 2 if compiled else 1]:
                 t0 = time.perf_counter()
                 with engine.adapters.warming():
                     engine.generate(dataclasses.replace(request, n=n))
                 times[f"{key}:{attempt}"] = time.perf_counter() - t0
-        logger.info("warmed %s: first %.2fs, second %.2fs", key, times[f"{key}:first"], times[f"{key}:second"])
+        logger.info("warmed %s: %s", key, ", ".join(f"{name} {times[f'{key}:{name}']:.2f}s" for name, _ in runs))
     t0 = time.perf_counter()
     warm_general_decode(engine.pipeline.vae)
     times["general-decode"] = time.perf_counter() - t0

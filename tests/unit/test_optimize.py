@@ -62,7 +62,9 @@ def test_after_warm_up_no_batch_size_compiles(compile_cache: Path) -> None:
     )
     engine = Flux2Engine.from_config(config)
     try:
-        warm_up(engine)
+        times = warm_up(engine)
+        assert {"64x64+0ref:first", "64x64+0ref:second", "64x64+0ref:batch"} <= set(times)
+        assert times["compile:entire_frame_compile"] >= times["compile:inductor_compile"] > 0
         warmed = counters["stats"]["unique_graphs"]
         for n in (1, 3, 4, 2):
             engine.generate(dataclasses.replace(_request(), n=n))
