@@ -36,24 +36,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.cli import suite_parser
-from bench.common import (
-    Deadline,
-    Results,
-    StepTimer,
-    compare,
-    cuda_ok,
-    family_of_source,
-    floors_ms,
-    free_cuda,
-    gib,
-    log,
-    make_request,
-    matmul_ceiling,
-    summary,
-    sync,
-    transformer_step_flops,
-)
+from bench.lib.cli import suite_parser
+from bench.lib.deviation import compare
+from bench.lib.device import cuda_ok, free_cuda, gib, sync
+from bench.lib.floors import floors_ms, matmul_ceiling, transformer_step_flops
+from bench.lib.pipeline_timing import StepTimer
+from bench.lib.requests import family_of_source, make_request
+from bench.lib.results import Deadline, Results, log
+from bench.lib.timing import summary
 from deployments.types import ImageRequest
 
 SECTIONS = ("ceiling", "floors", "load", "plain", "engine_build", "engine", "vram", "fp8")

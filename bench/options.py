@@ -27,7 +27,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bench.cli import parse_overrides, parse_shapes, suite_parser
+from bench.lib.cli import parse_overrides, parse_shapes, suite_parser
+from bench.lib.device import cuda_ok, free_cuda, gib, sync
+from bench.lib.floors import matmul_ceiling, transformer_step_flops
+from bench.lib.pipeline_timing import StageTimer
+from bench.lib.results import Results, log
 from deployments.config import RANDOM_SOURCES, ModelConfig, Shape
 from deployments.types import ImageRequest
 
@@ -59,8 +63,6 @@ def measure(engine: Any, request: ImageRequest, repeats: int) -> dict[str, Any]:
     Python), the median transformer forward and the peak VRAM."""
     import torch
 
-    from bench.common import StageTimer, cuda_ok, gib, sync
-
     timer = StageTimer(engine.pipeline)
     if cuda_ok():
         torch.cuda.reset_peak_memory_stats()
@@ -89,8 +91,6 @@ def measure(engine: Any, request: ImageRequest, repeats: int) -> dict[str, Any]:
 def measure_floors(source: str, shapes: list[tuple[int, int, int]]) -> dict[str, Any]:
     """The process's matmul rates and each shape's step floors: FLOPs over the bf16 burst, bf16 sustained and
     fp8 rates."""
-    from bench.common import cuda_ok, matmul_ceiling, transformer_step_flops
-
     if not cuda_ok():
         return {"skipped": "no GPU"}
     if source not in RANDOM_SOURCES:
@@ -176,7 +176,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    from bench.common import Results, free_cuda, log
 
     shapes = args.shapes or [(args.size, args.size, args.references)]
     res = Results(args.json)

@@ -30,18 +30,11 @@ from typing import Any
 
 import torch
 
-from bench.cli import parse_overrides, suite_parser
-from bench.common import (
-    Deadline,
-    count_step_flops,
-    cuda_ok,
-    floors_ms,
-    free_cuda,
-    matmul_ceiling,
-    step_inputs,
-    sync,
-    timed_calls,
-)
+from bench.lib.cli import parse_overrides, suite_parser
+from bench.lib.device import cuda_ok, free_cuda, sync
+from bench.lib.floors import count_step_flops, floors_ms, matmul_ceiling, step_inputs
+from bench.lib.results import Deadline
+from bench.lib.timing import timed_calls
 from deployments.config import ModelConfig
 
 # Kernel classes by name, first match wins: cuBLAS and inductor's GEMM templates, then inductor's other

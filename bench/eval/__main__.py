@@ -12,9 +12,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from bench.cli import parse_overrides, suite_parser
 from bench.eval.cases import build_cases, without_masks
 from bench.eval.settings import EvalSettings, Variant
+from bench.lib.cli import parse_overrides, suite_parser
 
 
 def parse_variant(text: str) -> Variant:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from bench.__main__ import available_suites
-from bench.cli import parse_overrides, parse_shapes
+from bench.lib.cli import parse_overrides, parse_shapes
 
 
 def test_bench_lists_its_suites(bench: Callable) -> None:

@@ -12,7 +12,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench.common import count_step_flops, step_inputs
+from bench.lib.floors import count_step_flops, step_inputs
 from bench.step import kernel_class
 from deployments.engine.synthetic.tiny import build_tiny_klein
 
