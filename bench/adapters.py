@@ -39,14 +39,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.engine import peak_vram_gib, timed_series
 from bench.lib.cli import parse_overrides, suite_parser
-from bench.lib.deviation import compare
-from bench.lib.device import cuda_ok, free_cuda, gib, sync
-from bench.lib.pipeline_timing import StepTimer
+from bench.lib.deviation import compare, deviation
+from bench.lib.device import cuda_ok, free_cuda, gib, peak_vram_gib, sync
+from bench.lib.pipeline_timing import StepTimer, timed_series
 from bench.lib.requests import make_request
 from bench.lib.results import Deadline, Results, log
-from bench.options import deviation
 from deployments.config import AdapterSettings, AdapterSpec, ModelConfig, Shape, stack_id
 from deployments.types import ImageRequest
 

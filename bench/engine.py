@@ -33,18 +33,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from bench.lib.cli import suite_parser
 from bench.lib.deviation import compare
 from bench.lib.device import cuda_ok, free_cuda, gib, sync
 from bench.lib.floors import floors_ms, matmul_ceiling, transformer_step_flops
-from bench.lib.pipeline_timing import StepTimer
-from bench.lib.requests import family_of_source, make_request
+from bench.lib.pipeline_timing import StepTimer, timed_series
+from bench.lib.requests import family_of_source, make_request, run_plain
 from bench.lib.results import Deadline, Results, log
 from bench.lib.timing import summary
-from deployments.types import ImageRequest
 
 SECTIONS = ("ceiling", "floors", "load", "plain", "engine_build", "engine", "vram", "fp8")
 
@@ -137,50 +135,6 @@ class Run:
         if self.pipeline is None:
             self.pipeline = build(self)
         return self.pipeline
-
-
-def run_plain(pipeline: Any, request: ImageRequest, steps: int, guidance: float, output_type: str = "np") -> Any:
-    """What a user of plain diffusers writes: the pipeline call, at the engine's settings."""
-    from PIL import Image
-
-    references = [Image.fromarray(image) for image in request.images] or None
-    generator = [torch.Generator("cpu").manual_seed(request.seed)]
-    with torch.inference_mode():
-        output = pipeline(
-            image=references,
-            prompt=request.prompt,
-            height=request.height,
-            width=request.width,
-            num_inference_steps=steps,
-            guidance_scale=guidance,
-            generator=generator,
-            output_type=output_type,
-        )
-    if output_type in ("latent", "pil"):
-        return output.images
-    return np.clip(np.rint(output.images * 255.0), 0, 255).astype(np.uint8)
-
-
-def peak_vram_gib() -> float:
-    return gib(torch.cuda.max_memory_allocated()) if cuda_ok() else 0.0
-
-
-def timed_series(call: Callable[[Any], Any], request_for: Callable[[int], Any], n: int, timer: StepTimer) -> dict:
-    """One untimed request, then ``n`` timed ones: e2e latency, per-step transformer ms, peak VRAM."""
-    call(request_for(1000))
-    timer.take_ms()
-    latencies, steps_ms, peaks = [], [], []
-    for i in range(n):
-        if cuda_ok():
-            torch.cuda.reset_peak_memory_stats()
-        sync()
-        start = time.perf_counter()
-        call(request_for(i))
-        sync()
-        latencies.append(time.perf_counter() - start)
-        peaks.append(peak_vram_gib())
-        steps_ms.extend(timer.take_ms())
-    return {"e2e_s": summary(latencies), "peak_vram_gib": max(peaks), "transformer_step_ms": summary(steps_ms)}
 
 
 def series_per_shape(

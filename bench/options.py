@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bench.lib.cli import parse_overrides, parse_shapes, suite_parser
-from bench.lib.device import cuda_ok, free_cuda, gib, sync
+from bench.lib.deviation import deviation
+from bench.lib.device import cuda_ok, free_cuda, peak_vram_gib, sync
 from bench.lib.floors import matmul_ceiling, transformer_step_flops
 from bench.lib.pipeline_timing import StageTimer
 from bench.lib.results import Results, log
@@ -39,15 +40,6 @@ if TYPE_CHECKING:
     from deployments.engine import Flux2Engine
 
 PROMPT = "a photo of a red car in front of a house"
-
-
-def deviation(image: np.ndarray, reference: np.ndarray) -> dict[str, float]:
-    x = image.astype(np.float64).ravel() - 127.5
-    y = reference.astype(np.float64).ravel() - 127.5
-    return {
-        "rel_l2": float(np.linalg.norm(x - y) / np.linalg.norm(y)),
-        "cosine": float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y))),
-    }
 
 
 def request_for(shape: tuple[int, int, int], steps: int) -> ImageRequest:
@@ -84,7 +76,7 @@ def measure(engine: Any, request: ImageRequest, repeats: int) -> dict[str, Any]:
         "times": times,
         "stage_ms_p50": {key: round(statistics.median(s[key] for s in stages), 2) for key in stages[0]},
         "step_ms": round(statistics.median(forwards), 2),
-        "peak_vram_gib": gib(torch.cuda.max_memory_allocated()) if cuda_ok() else 0.0,
+        "peak_vram_gib": peak_vram_gib(),
     }
 
 

@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.lib.cli import parse_overrides, suite_parser
+from bench.lib.deviation import psnr
 from bench.lib.device import cuda_ok, free_cuda, sync
-from bench.lib.requests import decode_rgb, family_of_source, make_request, reference_images
+from bench.lib.requests import decode_rgb, family_of_source, make_request, reference_images, run_plain
 from bench.lib.timing import summary
 
 
@@ -186,7 +187,6 @@ def plain_diffusers(source: str, side: int, steps: int, n: int) -> dict:
     call alone, and the call plus saving the PNG, each ``n`` times after one untimed call."""
     import torch
 
-    from bench.engine import run_plain
     from deployments.engine.generate import FAMILY_DEFAULTS
     from deployments.engine.synthetic.random_weights import build_random_pipeline
     from deployments.engine.synthetic.tiny import TINY_BUILDERS
@@ -317,8 +317,6 @@ def measure(url: str, models: list[str] | None, args: argparse.Namespace, result
     close its JPEG is to its PNG. Every series request is new to the caches: a prompt never sent before, a
     reference file never sent before, so the figures are those of a new request."""
     import httpx
-
-    from bench.eval.metrics import psnr
 
     side, token = args.size, secrets.token_hex(4)
     with httpx.Client(base_url=url, timeout=600) as http:

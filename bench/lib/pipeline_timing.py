@@ -1,12 +1,14 @@
 """Time inside real pipeline calls: every transformer forward (hooks, no re-compile) and each stage of a request,
-so a suite splits its end-to-end figures without changing what runs."""
+so a suite splits its end-to-end figures without changing what runs; and a timed series of such requests."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from bench.lib.device import sync
-from bench.lib.timing import elapsed_ms, mark
+from bench.lib.device import cuda_ok, peak_vram_gib, sync
+from bench.lib.timing import elapsed_ms, mark, summary
 
 if TYPE_CHECKING:
     import torch
@@ -94,3 +96,23 @@ class StageTimer:
         self.steps.remove()
         for owner, method in self._wrapped:
             delattr(owner, method)  # the class's method shows through again
+
+
+def timed_series(call: Callable[[Any], Any], request_for: Callable[[int], Any], n: int, timer: StepTimer) -> dict:
+    """One untimed request, then ``n`` timed ones: e2e latency, per-step transformer ms, peak VRAM."""
+    import torch
+
+    call(request_for(1000))
+    timer.take_ms()
+    latencies, steps_ms, peaks = [], [], []
+    for i in range(n):
+        if cuda_ok():
+            torch.cuda.reset_peak_memory_stats()
+        sync()
+        start = time.perf_counter()
+        call(request_for(i))
+        sync()
+        latencies.append(time.perf_counter() - start)
+        peaks.append(peak_vram_gib())
+        steps_ms.extend(timer.take_ms())
+    return {"e2e_s": summary(latencies), "peak_vram_gib": max(peaks), "transformer_step_ms": summary(steps_ms)}

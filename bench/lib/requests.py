@@ -1,9 +1,11 @@
-"""The requests the suites send, made up: blocky random reference images, one request at a shape, and the pixels
-of an image file that comes back."""
+"""The requests the suites send, made up: blocky random reference images and one request at a shape; the plain
+diffusers call that runs such a request as a diffusers user would (the baseline); the pixels of an image file that
+comes back."""
 
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -35,6 +37,28 @@ def make_request(width: int, height: int, refs: int, steps: int, seed: int = 0) 
         seed=seed,
         num_inference_steps=steps,
     )
+
+
+def run_plain(pipeline: Any, request: ImageRequest, steps: int, guidance: float, output_type: str = "np") -> Any:
+    """What a user of plain diffusers writes: the pipeline call, at the engine's settings."""
+    import torch
+
+    references = [Image.fromarray(image) for image in request.images] or None
+    generator = [torch.Generator("cpu").manual_seed(request.seed)]
+    with torch.inference_mode():
+        output = pipeline(
+            image=references,
+            prompt=request.prompt,
+            height=request.height,
+            width=request.width,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            generator=generator,
+            output_type=output_type,
+        )
+    if output_type in ("latent", "pil"):
+        return output.images
+    return np.clip(np.rint(output.images * 255.0), 0, 255).astype(np.uint8)
 
 
 def decode_rgb(data: bytes) -> np.ndarray:

@@ -17,7 +17,8 @@ if str(ROOT) not in sys.path:  # bench/ is not an installed package; plain `pyte
 
 from bench.eval.__main__ import main, parse_variant  # noqa: E402
 from bench.eval.cases import build_cases  # noqa: E402
-from bench.eval.metrics import ClipScorer, prompt_words, psnr, ssim  # noqa: E402
+from bench.eval.metrics import ClipScorer, prompt_words, ssim  # noqa: E402
+from bench.lib.deviation import psnr  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
