@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench.serve import main, reference_files
+from bench.suites.serve import main, reference_files
 from tests.helpers import REPO
 
 CASES = ("t2i:new_prompt", "t2i:same_prompt", "edit:new_reference", "edit:chained", "edit:same_reference")

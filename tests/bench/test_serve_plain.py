@@ -3,7 +3,7 @@ Ray and Serve (about 90 s here), so this times the part ``--plain`` adds, in pro
 
 from __future__ import annotations
 
-from bench.serve import plain_diffusers
+from bench.suites.serve import plain_diffusers
 
 
 def test_plain_times_the_call_and_the_png_save_for_both_tasks() -> None:

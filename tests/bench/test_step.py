@@ -13,7 +13,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.lib.floors import count_step_flops, step_inputs
-from bench.step import kernel_class
+from bench.suites.step import kernel_class
 from deployments.engine.synthetic.tiny import build_tiny_klein
 
 

@@ -15,10 +15,10 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # bench/ is not an installed package; plain `pytest` does not add the root
     sys.path.insert(0, str(ROOT))
 
-from bench.eval.__main__ import main, parse_variant  # noqa: E402
-from bench.eval.cases import build_cases  # noqa: E402
-from bench.eval.metrics import ClipScorer, prompt_words, ssim  # noqa: E402
 from bench.lib.deviation import psnr  # noqa: E402
+from bench.suites.eval.__main__ import main, parse_variant  # noqa: E402
+from bench.suites.eval.cases import build_cases  # noqa: E402
+from bench.suites.eval.metrics import ClipScorer, prompt_words, ssim  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
