@@ -31,9 +31,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from bench.lib.cli import suite_parser
 from bench.lib.deviation import compare
@@ -43,6 +41,9 @@ from bench.lib.pipeline_timing import StepTimer, timed_series
 from bench.lib.requests import family_of_source, make_request, run_plain
 from bench.lib.results import Deadline, Results, log
 from bench.lib.timing import summary
+
+if TYPE_CHECKING:
+    import torch
 
 SECTIONS = ("ceiling", "floors", "load", "plain", "engine_build", "engine", "vram", "fp8")
 
@@ -163,6 +164,8 @@ def series_per_shape(
 
 def deviation_from_eager(run: Run, pipeline: Any) -> dict:
     """One transformer step and the final text-to-image latents of ``pipeline`` against plain eager's."""
+    import torch
+
     steps = run.spec.steps[0]
     with torch.inference_mode():
         step = pipeline.transformer(**run.captured["step_in"])
@@ -191,6 +194,8 @@ def count_floors(run: Run) -> None:
 
 def build(run: Run, components: tuple[str, ...] = ("transformer", "text_encoder", "vae")) -> Any:
     """The model's pipeline with random weights on this device (the tiny one: always whole)."""
+    import torch
+
     from deployments.engine.synthetic.random_weights import build_random_pipeline
     from deployments.engine.synthetic.tiny import build_tiny_klein
 
@@ -235,6 +240,7 @@ def save_and_load(run: Run) -> None:
 
 def load_saved(run: Run, folder: Path, whole: bool) -> Any:
     """The folder ``save_and_load`` wrote, read back: a klein pipeline, or dev's transformer alone."""
+    import torch
     from diffusers import Flux2KleinPipeline, Flux2Transformer2DModel
 
     if not whole:
@@ -273,6 +279,8 @@ def plain(run: Run) -> None:
 
 def build_engine(run: Run) -> None:
     """The same pipeline, optimised in place by the engine's defaults and warmed up."""
+    import torch
+
     from deployments.config import ModelConfig, Shape
     from deployments.engine import Flux2Engine, warm_up
     from deployments.engine.load import LoadedPipeline
@@ -338,6 +346,8 @@ def vram_policy(run: Run) -> None:
 
 def fp8(run: Run) -> None:
     """The warmed engine's transformer swapped to fp8 linears in place, its compiled blocks traced again."""
+    import torch
+
     from deployments.engine import warm_up
     from deployments.engine.fp8 import quantize_transformer_fp8
 
@@ -407,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     import diffusers
+    import torch
     import transformers
 
     spec = MODELS[args.model]
