@@ -12,7 +12,7 @@ import pytest
 from diffusers import Flux2KleinPipeline
 from peft.tuners.lora import LoraLayer
 
-from bench.adapters import EMPTY, SCALES, SWITCHES, write_adapter
+from bench.suites.adapters import EMPTY, SCALES, SWITCHES, write_adapter
 from deployments.config import AdapterSettings, AdapterSpec
 from deployments.engine.adapters import AdapterManager
 from deployments.engine.synthetic.tiny import build_tiny_klein

@@ -34,17 +34,21 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from bench.cli import parse_overrides, suite_parser
-from bench.common import Deadline, Results, StepTimer, compare, cuda_ok, free_cuda, gib, log, make_request, sync
-from bench.engine import peak_vram_gib, timed_series
-from bench.options import deviation
+from bench.lib.cli import parse_overrides, suite_parser
+from bench.lib.deviation import compare, deviation
+from bench.lib.device import cuda_ok, free_cuda, gib, peak_vram_gib, sync
+from bench.lib.pipeline_timing import StepTimer, timed_series
+from bench.lib.requests import make_request
+from bench.lib.results import Deadline, Results, log
 from deployments.config import AdapterSettings, AdapterSpec, ModelConfig, Shape, stack_id
 from deployments.types import ImageRequest
+
+if TYPE_CHECKING:
+    import torch
 
 ADAPTERS = ("a", "b")  # one per --rank; the steps run with b
 # (label, adapter switched to), run in this order from a: every kind of switch once a round
@@ -91,6 +95,7 @@ def write_adapter(transformer: torch.nn.Module, pipeline_class: type, folder: Pa
     diffusers' keys and PEFT's LoraConfig (alpha = rank: scale 1). B is small, as trained adapters' are: on
     nn.Linear's init (the random models'), ||BA|| / ||W||, and a layer's output change on random inputs, are
     0.02 * sqrt(3) = 3.5 % at any width and rank; the rank-64 one moved klein-4B's image by rel. L2 0.069."""
+    import torch
     from peft import LoraConfig
     from peft.tuners.lora import LoraLayer
 
@@ -119,6 +124,8 @@ def switched_ms(engine: Any, adapter: str | None) -> float:
 
 
 def compiled_graphs() -> int:
+    import torch
+
     return torch._dynamo.utils.counters["stats"]["unique_graphs"]
 
 
@@ -150,6 +157,8 @@ def measure_engine(
 ) -> dict[str, np.ndarray]:
     """One engine's sections, written to ``res`` as ``label:section``; returns its images of seed 0: without an
     adapter (``none``), with ``b``, and the scale sweep's."""
+    import torch
+
     from deployments.engine import Flux2Engine, warm_up
     from deployments.engine.adapters import SLOT_PREFIX
 
@@ -229,6 +238,8 @@ def measure_engine(
 
 def deviation_of(images: dict[str, dict[str, np.ndarray]]) -> dict[str, Any]:
     """How far fp8 moves the images with adapter b and without, beside how far b itself moves them."""
+    import torch
+
     bf16, fp8 = images["bf16"], images["fp8"]
     delta = {
         label: torch.from_numpy(run["b"].astype(np.float32) - run["none"].astype(np.float32))
@@ -269,6 +280,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     import diffusers
     import peft
+    import torch
 
     res, deadline = Results(args.json), Deadline(args.budget)
     res["env"] = {

@@ -50,8 +50,10 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from bench.cli import parse_overrides, parse_shapes, suite_parser
-from bench.common import Results, log, pct, reference_images
+from bench.lib.cli import parse_overrides, parse_shapes, suite_parser
+from bench.lib.requests import family_of_source, reference_images
+from bench.lib.results import Results, log
+from bench.lib.timing import pct
 
 # Shares of the mix; --mix overrides them (edit: of all requests, mask and two_refs: of edits, off_warm: of
 # requests when --off-sizes are given, stream: of requests, drop: of streams, lora: of requests to a model
@@ -716,7 +718,6 @@ def write_adapters(source: str, folder: Path, names: list[str], rank: int) -> li
     from diffusers import Flux2KleinPipeline, Flux2Pipeline
     from peft import LoraConfig
 
-    from bench.common import family_of_source
     from deployments.engine.synthetic.random_weights import build_transformer
     from deployments.engine.synthetic.tiny import TINY_BUILDERS
 

@@ -31,30 +31,19 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
+from bench.lib.cli import suite_parser
+from bench.lib.deviation import compare
+from bench.lib.device import cuda_ok, free_cuda, gib, sync
+from bench.lib.floors import floors_ms, matmul_ceiling, transformer_step_flops
+from bench.lib.pipeline_timing import StepTimer, timed_series
+from bench.lib.requests import family_of_source, make_request, run_plain
+from bench.lib.results import Deadline, Results, log
+from bench.lib.timing import summary
 
-from bench.cli import suite_parser
-from bench.common import (
-    Deadline,
-    Results,
-    StepTimer,
-    compare,
-    cuda_ok,
-    family_of_source,
-    floors_ms,
-    free_cuda,
-    gib,
-    log,
-    make_request,
-    matmul_ceiling,
-    summary,
-    sync,
-    transformer_step_flops,
-)
-from deployments.types import ImageRequest
+if TYPE_CHECKING:
+    import torch
 
 SECTIONS = ("ceiling", "floors", "load", "plain", "engine_build", "engine", "vram", "fp8")
 
@@ -149,50 +138,6 @@ class Run:
         return self.pipeline
 
 
-def run_plain(pipeline: Any, request: ImageRequest, steps: int, guidance: float, output_type: str = "np") -> Any:
-    """What a user of plain diffusers writes: the pipeline call, at the engine's settings."""
-    from PIL import Image
-
-    references = [Image.fromarray(image) for image in request.images] or None
-    generator = [torch.Generator("cpu").manual_seed(request.seed)]
-    with torch.inference_mode():
-        output = pipeline(
-            image=references,
-            prompt=request.prompt,
-            height=request.height,
-            width=request.width,
-            num_inference_steps=steps,
-            guidance_scale=guidance,
-            generator=generator,
-            output_type=output_type,
-        )
-    if output_type in ("latent", "pil"):
-        return output.images
-    return np.clip(np.rint(output.images * 255.0), 0, 255).astype(np.uint8)
-
-
-def peak_vram_gib() -> float:
-    return gib(torch.cuda.max_memory_allocated()) if cuda_ok() else 0.0
-
-
-def timed_series(call: Callable[[Any], Any], request_for: Callable[[int], Any], n: int, timer: StepTimer) -> dict:
-    """One untimed request, then ``n`` timed ones: e2e latency, per-step transformer ms, peak VRAM."""
-    call(request_for(1000))
-    timer.take_ms()
-    latencies, steps_ms, peaks = [], [], []
-    for i in range(n):
-        if cuda_ok():
-            torch.cuda.reset_peak_memory_stats()
-        sync()
-        start = time.perf_counter()
-        call(request_for(i))
-        sync()
-        latencies.append(time.perf_counter() - start)
-        peaks.append(peak_vram_gib())
-        steps_ms.extend(timer.take_ms())
-    return {"e2e_s": summary(latencies), "peak_vram_gib": max(peaks), "transformer_step_ms": summary(steps_ms)}
-
-
 def series_per_shape(
     run: Run, key: str, pipeline: Any, call: Callable[[Any, int], Any], step_counts: tuple[int, ...], n: int | None
 ) -> dict:
@@ -219,6 +164,8 @@ def series_per_shape(
 
 def deviation_from_eager(run: Run, pipeline: Any) -> dict:
     """One transformer step and the final text-to-image latents of ``pipeline`` against plain eager's."""
+    import torch
+
     steps = run.spec.steps[0]
     with torch.inference_mode():
         step = pipeline.transformer(**run.captured["step_in"])
@@ -247,6 +194,8 @@ def count_floors(run: Run) -> None:
 
 def build(run: Run, components: tuple[str, ...] = ("transformer", "text_encoder", "vae")) -> Any:
     """The model's pipeline with random weights on this device (the tiny one: always whole)."""
+    import torch
+
     from deployments.engine.synthetic.random_weights import build_random_pipeline
     from deployments.engine.synthetic.tiny import build_tiny_klein
 
@@ -291,6 +240,7 @@ def save_and_load(run: Run) -> None:
 
 def load_saved(run: Run, folder: Path, whole: bool) -> Any:
     """The folder ``save_and_load`` wrote, read back: a klein pipeline, or dev's transformer alone."""
+    import torch
     from diffusers import Flux2KleinPipeline, Flux2Transformer2DModel
 
     if not whole:
@@ -329,6 +279,8 @@ def plain(run: Run) -> None:
 
 def build_engine(run: Run) -> None:
     """The same pipeline, optimised in place by the engine's defaults and warmed up."""
+    import torch
+
     from deployments.config import ModelConfig, Shape
     from deployments.engine import Flux2Engine, warm_up
     from deployments.engine.load import LoadedPipeline
@@ -394,6 +346,8 @@ def vram_policy(run: Run) -> None:
 
 def fp8(run: Run) -> None:
     """The warmed engine's transformer swapped to fp8 linears in place, its compiled blocks traced again."""
+    import torch
+
     from deployments.engine import warm_up
     from deployments.engine.fp8 import quantize_transformer_fp8
 
@@ -463,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     import diffusers
+    import torch
     import transformers
 
     spec = MODELS[args.model]

@@ -20,7 +20,9 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-from bench.cli import parse_shape, parse_shapes, suite_parser  # noqa: E402
+from bench.lib.cli import parse_shape, parse_shapes, suite_parser  # noqa: E402
+from bench.lib.device import cuda_ok, sync  # noqa: E402
+from bench.lib.requests import make_request  # noqa: E402
 
 
 def cache_files(folder: Path) -> int:
@@ -29,7 +31,6 @@ def cache_files(folder: Path) -> int:
 
 def measure_once(args: argparse.Namespace) -> dict[str, Any]:
     """This process: engine start to ready, then ``--after`` requests."""
-    from bench.common import cuda_ok, make_request, sync
     from deployments.config import ModelConfig, Shape
     from deployments.engine import Flux2Engine, warm_up
 

@@ -21,7 +21,12 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
-from bench.cli import parse_shapes
+from bench.lib.cli import parse_shapes
+from bench.lib.deviation import compare
+from bench.lib.device import free_cuda, sync
+from bench.lib.floors import count_step_flops, matmul_ceiling, step_inputs
+from bench.lib.results import Results, log
+from bench.lib.timing import timed_calls
 
 # (heads, tokens) of one attention call at 1024²: 512 text + 4096 image tokens (+ 4096 for a reference)
 KERNEL_SHAPES = {
@@ -41,8 +46,6 @@ VARIANTS = {  # ModelConfig overrides; "bf16" is the engine's default step every
 
 
 def median_ms(call: Callable[[], Any], reps: int, warmup: int = 3) -> float:
-    from bench.common import timed_calls
-
     for _ in range(warmup):
         call()
     return round(statistics.median(timed_calls(call, reps)), 4)
@@ -66,7 +69,6 @@ def kernel_figures(heads: int, tokens: int, reps: int) -> dict[str, Any]:
     from diffusers.models.transformers.transformer_flux2 import Flux2PosEmbed
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from bench.common import compare
     from deployments.engine.attention import attend, fa3_forward, quantize_bounded, quantize_per_head, rms_rope_bound
 
     torch.manual_seed(0)
@@ -127,8 +129,6 @@ def block_kernels(block: Any, args: tuple, kwargs: dict, calls: int = 5) -> dict
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
-    from bench.common import sync
-
     with torch.no_grad():
         block(*args, **kwargs)
         sync()
@@ -173,7 +173,6 @@ def step_section(args: argparse.Namespace, results: Any) -> None:
     """Every variant's compiled transformer step at every shape, beside the floors and the bf16 step."""
     import torch
 
-    from bench.common import count_step_flops, free_cuda, log, matmul_ceiling, step_inputs
     from deployments.engine.synthetic.random_weights import build_transformer, transformer_config
 
     ceiling = matmul_ceiling()
@@ -211,7 +210,6 @@ def measure_variant(
     """One variant on fresh random weights (the same seed each time): first call, step ms, deviation."""
     import torch
 
-    from bench.common import compare, log
     from deployments.config import ModelConfig
     from deployments.engine.optimize import apply_optimizations
     from deployments.engine.synthetic.random_weights import build_transformer
@@ -279,8 +277,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     import torch
-
-    from bench.common import Results, log
 
     results = Results(args.json)
     results["device"] = {"name": torch.cuda.get_device_name(), "torch": torch.__version__, "argv": argv}

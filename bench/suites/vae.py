@@ -15,7 +15,11 @@ import json
 import statistics
 from typing import TYPE_CHECKING, Any
 
-from bench.cli import suite_parser
+from bench.lib.cli import suite_parser
+from bench.lib.deviation import compare
+from bench.lib.device import cuda_ok
+from bench.lib.results import log
+from bench.lib.timing import timed_calls
 
 if TYPE_CHECKING:
     import torch
@@ -24,8 +28,6 @@ if TYPE_CHECKING:
 def decode_ms(vae: torch.nn.Module, latents: torch.Tensor, repeats: int) -> tuple[float, torch.Tensor]:
     """Median milliseconds of ``repeats`` decodes after two untimed ones (compile, then steady state)."""
     import torch
-
-    from bench.common import timed_calls
 
     with torch.inference_mode():
         for _ in range(2):
@@ -46,7 +48,6 @@ def main(argv: list[str] | None = None) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from bench.common import compare, cuda_ok, log
     from deployments.engine.synthetic.random_weights import build_vae
     from deployments.engine.vae import compile_decoder, warm_general_decode
 

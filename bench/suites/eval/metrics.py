@@ -1,4 +1,4 @@
-"""Quality metrics: PSNR and SSIM (optionally inside a region), and CLIP score.
+"""Quality metrics: SSIM (optionally inside a region) and CLIP score; PSNR is bench/lib/deviation.py's.
 
 SSIM is computed here with torch (Gaussian window 11, sigma 1.5, K1 0.01, K2 0.03, data range 255,
 per channel then averaged), as a per-pixel map so it can be averaged over any region; the map uses
@@ -20,17 +20,6 @@ logger = logging.getLogger(__name__)
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP preprocessing (also used by LAION checkpoints)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-def psnr(a: np.ndarray, b: np.ndarray, region: np.ndarray | None = None) -> float:
-    """PSNR in dB of uint8 images over ``region`` ((H, W) bool); ``inf`` when identical there."""
-    diff = a.astype(np.float64) - b.astype(np.float64)
-    if region is not None:
-        diff = diff[region]
-    if diff.size == 0:
-        return float("nan")
-    mse = float(np.mean(diff**2))
-    return float("inf") if mse == 0 else float(10.0 * np.log10(255.0**2 / mse))
 
 
 def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:

@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # bench/ is not an installed package; plain `pytest` does not add the root
-    sys.path.insert(0, str(ROOT))
-
-from bench.eval.__main__ import main, parse_variant  # noqa: E402
-from bench.eval.cases import build_cases  # noqa: E402
-from bench.eval.metrics import ClipScorer, prompt_words, psnr, ssim  # noqa: E402
+from bench.lib.deviation import psnr
+from bench.suites.eval.__main__ import main, parse_variant
+from bench.suites.eval.cases import build_cases
+from bench.suites.eval.metrics import ClipScorer, prompt_words, ssim
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

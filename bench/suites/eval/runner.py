@@ -13,10 +13,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bench.eval.cases import Case
-from bench.eval.metrics import ClipScorer, dilate, psnr, ssim
-from bench.eval.report import contact_sheet, write_json, write_markdown
-from bench.eval.settings import EvalSettings
+from bench.lib.deviation import psnr
+from bench.suites.eval.cases import Case
+from bench.suites.eval.metrics import ClipScorer, dilate, ssim
+from bench.suites.eval.report import contact_sheet, write_json, write_markdown
+from bench.suites.eval.settings import EvalSettings
 from deployments.config import ModelConfig
 from deployments.engine import Flux2Engine
 from deployments.engine.masking import resize_mask, resize_source, run_masked_edit, vae_round_trip

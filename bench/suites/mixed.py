@@ -17,7 +17,11 @@ import time
 import traceback
 from pathlib import Path
 
-from bench.cli import parse_shapes, suite_parser
+from bench.lib.cli import parse_shapes, suite_parser
+from bench.lib.device import GpuUtilSampler
+from bench.lib.requests import make_request
+from bench.lib.results import Deadline, log
+from bench.lib.timing import summary
 
 MIXED_SHAPES = "1024x1024+0,1024x1024+1,768x1344+0,1344x768+1,512x512+0,1024x1024+2"
 
@@ -39,7 +43,6 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     import torch
 
-    from bench.common import Deadline, GpuUtilSampler, log, make_request, summary
     from deployments.config import ModelConfig, Shape
     from deployments.engine import Flux2Engine, warm_up
     from deployments.errors import Overloaded

@@ -31,13 +31,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.cli import parse_overrides, suite_parser
+from bench.lib.cli import parse_overrides, suite_parser
+from bench.lib.deviation import psnr
+from bench.lib.device import cuda_ok, free_cuda, sync
+from bench.lib.requests import decode_rgb, family_of_source, make_request, reference_images, run_plain
+from bench.lib.timing import summary
 
 
 def png(width: int, height: int, seed: int) -> bytes:
     from PIL import Image
-
-    from bench.common import reference_images
 
     buffer = io.BytesIO()
     Image.fromarray(reference_images(1, width, height, seed)[0]).save(buffer, format="PNG")
@@ -80,8 +82,6 @@ def first_image(body: dict) -> bytes:
 def series(call, output_format: str, n: int, result: dict) -> dict:
     """n timed requests (after one untimed) and the median of each part of their latency."""
     import numpy as np
-
-    from bench.common import summary
 
     totals, parts, sizes, statuses = [], [], [], []
     for i in range(n + 1):
@@ -187,8 +187,6 @@ def plain_diffusers(source: str, side: int, steps: int, n: int) -> dict:
     call alone, and the call plus saving the PNG, each ``n`` times after one untimed call."""
     import torch
 
-    from bench.common import cuda_ok, family_of_source, free_cuda, make_request, summary, sync
-    from bench.engine import run_plain
     from deployments.engine.generate import FAMILY_DEFAULTS
     from deployments.engine.synthetic.random_weights import build_random_pipeline
     from deployments.engine.synthetic.tiny import TINY_BUILDERS
@@ -319,9 +317,6 @@ def measure(url: str, models: list[str] | None, args: argparse.Namespace, result
     close its JPEG is to its PNG. Every series request is new to the caches: a prompt never sent before, a
     reference file never sent before, so the figures are those of a new request."""
     import httpx
-
-    from bench.common import decode_rgb
-    from bench.eval.metrics import psnr
 
     side, token = args.size, secrets.token_hex(4)
     with httpx.Client(base_url=url, timeout=600) as http:

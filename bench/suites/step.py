@@ -26,23 +26,17 @@ import re
 import statistics
 import time
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from bench.cli import parse_overrides, suite_parser
-from bench.common import (
-    Deadline,
-    count_step_flops,
-    cuda_ok,
-    floors_ms,
-    free_cuda,
-    matmul_ceiling,
-    step_inputs,
-    sync,
-    timed_calls,
-)
+from bench.lib.cli import parse_overrides, suite_parser
+from bench.lib.device import cuda_ok, free_cuda, sync
+from bench.lib.floors import count_step_flops, floors_ms, matmul_ceiling, step_inputs
+from bench.lib.results import Deadline
+from bench.lib.timing import timed_calls
 from deployments.config import ModelConfig
+
+if TYPE_CHECKING:
+    import torch
 
 # Kernel classes by name, first match wins: cuBLAS and inductor's GEMM templates, then inductor's other
 # kernels (named after the ops they fuse, which may include the attention they feed), then attention
@@ -66,6 +60,8 @@ def build(source: str, device: str) -> torch.nn.Module:
 
 def time_steps(model: torch.nn.Module, inputs: dict[str, Any], n: int) -> list[float]:
     """Milliseconds of each of ``n`` forwards, back to back as a pipeline runs its steps."""
+    import torch
+
     with torch.no_grad():
         return [round(ms, 3) for ms in timed_calls(lambda: model(**inputs), n)]
 
@@ -79,6 +75,7 @@ def kernel_class(name: str) -> str:
 
 def profile_steps(model: torch.nn.Module, inputs: dict[str, Any], steps: int) -> dict[str, Any]:
     """Device time per kernel class per step, the busiest kernels, and the idle time between kernels."""
+    import torch
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
@@ -151,6 +148,8 @@ def measure_with_ratios(
     args: argparse.Namespace, label: str, shapes: dict[str, dict], floors: dict[str, dict], device: str
 ) -> dict[str, Any]:
     """One variant's row, with its steps over each floor and its kernels' achieved rates."""
+    import torch
+
     try:
         row = measure_variant(args.source, label, shapes, args.repeats, args.profile_steps, device)
     except Exception as exc:  # one variant failing to compile must not lose the others' figures

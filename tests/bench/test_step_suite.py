@@ -1,5 +1,5 @@
-"""The step profiler's plumbing on the tiny transformer (its timings mean nothing on a CPU), its FLOP
-split and its kernel classes (names taken from an H200 profile)."""
+"""The step profiler's plumbing on the tiny transformer (its timings mean nothing on a CPU) and its kernel classes
+(names taken from an H200 profile)."""
 
 from __future__ import annotations
 
@@ -8,30 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils.flop_counter import FlopCounterMode
 
-from bench.common import count_step_flops, step_inputs
-from bench.step import kernel_class
-from deployments.engine.synthetic.tiny import build_tiny_klein
-
-
-def test_flops_split_counts_attention_exactly() -> None:
-    model = build_tiny_klein().transformer.requires_grad_(False)
-    refs, text_tokens = 1, 8
-    inputs = step_inputs(model.config, 64, 64, refs, text_tokens=text_tokens, device="cpu", dtype=model.dtype)
-    flops = count_step_flops(model, inputs)
-    tokens = (1 + refs) * (64 // 16) ** 2 + text_tokens
-    heads, head_dim = model.config.num_attention_heads, model.config.attention_head_dim
-    layers = model.config.num_layers + model.config.num_single_layers
-    assert flops["attention"] == 4 * tokens**2 * head_dim * heads * layers  # QK^T and AV, 2 FLOPs a MAC
-    assert flops["total"] == flops["matmul"] + flops["attention"]
-    # torch counts the CPU's fused attention kernel as nothing: what it counts then is the linears alone
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad(), sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-        model(**inputs)
-    assert flops["matmul"] == counter.get_total_flops() > 0
+from bench.suites.step import kernel_class
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.soak import build_parser, print_table, run, write_adapters
+from bench.suites.soak import build_parser, print_table, run, write_adapters
 from deployments.config import AdapterSettings, AdapterSpec
 from deployments.engine.adapters import AdapterManager
 from deployments.engine.synthetic.tiny import build_tiny_klein

@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.cli import suite_parser
+from bench.lib.cli import suite_parser
+from bench.lib.requests import make_request
 
 
 def images_path(args: argparse.Namespace, degree: int) -> Path:
@@ -48,7 +49,6 @@ def run_rank(rank: int, degree: int, port: int, args: argparse.Namespace, result
     try:
         import torch
 
-        from bench.common import make_request
         from deployments.config import ContextParallel, ModelConfig
         from deployments.engine import Flux2Engine, warm_up
         from deployments.engine.parallel import ContextParallelEngine, init_process_group

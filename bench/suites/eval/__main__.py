@@ -12,9 +12,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from bench.cli import parse_overrides, suite_parser
-from bench.eval.cases import build_cases, without_masks
-from bench.eval.settings import EvalSettings, Variant
+from bench.lib.cli import parse_overrides, suite_parser
+from bench.suites.eval.cases import build_cases, without_masks
+from bench.suites.eval.settings import EvalSettings, Variant
 
 
 def parse_variant(text: str) -> Variant:
@@ -80,8 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    from bench.eval.metrics import ClipScorer, prompt_words
-    from bench.eval.runner import run_eval
+    from bench.suites.eval.metrics import ClipScorer, prompt_words
+    from bench.suites.eval.runner import run_eval
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     width, height = args.size

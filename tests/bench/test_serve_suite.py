@@ -1,5 +1,6 @@
-"""The serve suite against a running server (``--url``, here the session's app on the tiny model on a CPU; starting
-the suite's own Ray and Serve takes about 90 s here): every series and every cache case answered and timed."""
+"""The serve suite on a CPU, in parts, since starting its own Ray and Serve takes about 90 s here: against a running
+server (``--url``, the session's app on the tiny models), every series and every cache case answered and timed; and
+the plain diffusers baseline that ``--plain`` adds, in process."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench.serve import main, reference_files
+from bench.suites.serve import main, plain_diffusers, reference_files
 from tests.helpers import REPO
 
 CASES = ("t2i:new_prompt", "t2i:same_prompt", "edit:new_reference", "edit:chained", "edit:same_reference")
@@ -37,3 +38,10 @@ def test_new_references_are_different_files_of_the_asked_size() -> None:
         files = reference_files(3, 96, photo)
         assert len(set(files)) == 3
         assert all(np.asarray(Image.open(io.BytesIO(data))).shape == (96, 96, 3) for data in files)
+
+
+def test_plain_times_the_call_and_the_png_save_for_both_tasks() -> None:
+    out = plain_diffusers("random-klein-4b", 64, 1, 2)  # no GPU: klein's tiny pipeline stands in
+    assert out.pop("what").startswith("tiny-klein ")
+    assert set(out) == {"t2i:call", "t2i:call+png", "edit1:call", "edit1:call+png"}
+    assert all(timed["n"] == 2 and timed["min"] > 0 for timed in out.values())

@@ -27,7 +27,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bench.cli import parse_overrides, parse_shapes, suite_parser
+from bench.lib.cli import parse_overrides, parse_shapes, suite_parser
+from bench.lib.deviation import deviation
+from bench.lib.device import cuda_ok, free_cuda, peak_vram_gib, sync
+from bench.lib.floors import matmul_ceiling, transformer_step_flops
+from bench.lib.pipeline_timing import StageTimer
+from bench.lib.results import Results, log
 from deployments.config import RANDOM_SOURCES, ModelConfig, Shape
 from deployments.types import ImageRequest
 
@@ -35,15 +40,6 @@ if TYPE_CHECKING:
     from deployments.engine import Flux2Engine
 
 PROMPT = "a photo of a red car in front of a house"
-
-
-def deviation(image: np.ndarray, reference: np.ndarray) -> dict[str, float]:
-    x = image.astype(np.float64).ravel() - 127.5
-    y = reference.astype(np.float64).ravel() - 127.5
-    return {
-        "rel_l2": float(np.linalg.norm(x - y) / np.linalg.norm(y)),
-        "cosine": float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y))),
-    }
 
 
 def request_for(shape: tuple[int, int, int], steps: int) -> ImageRequest:
@@ -58,8 +54,6 @@ def measure(engine: Any, request: ImageRequest, repeats: int) -> dict[str, Any]:
     pipeline stage ("other" = the rest: latents, scheduler, reference preprocessing, uint8 conversion,
     Python), the median transformer forward and the peak VRAM."""
     import torch
-
-    from bench.common import StageTimer, cuda_ok, gib, sync
 
     timer = StageTimer(engine.pipeline)
     if cuda_ok():
@@ -82,15 +76,13 @@ def measure(engine: Any, request: ImageRequest, repeats: int) -> dict[str, Any]:
         "times": times,
         "stage_ms_p50": {key: round(statistics.median(s[key] for s in stages), 2) for key in stages[0]},
         "step_ms": round(statistics.median(forwards), 2),
-        "peak_vram_gib": gib(torch.cuda.max_memory_allocated()) if cuda_ok() else 0.0,
+        "peak_vram_gib": peak_vram_gib(),
     }
 
 
 def measure_floors(source: str, shapes: list[tuple[int, int, int]]) -> dict[str, Any]:
     """The process's matmul rates and each shape's step floors: FLOPs over the bf16 burst, bf16 sustained and
     fp8 rates."""
-    from bench.common import cuda_ok, matmul_ceiling, transformer_step_flops
-
     if not cuda_ok():
         return {"skipped": "no GPU"}
     if source not in RANDOM_SOURCES:
@@ -176,7 +168,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    from bench.common import Results, free_cuda, log
 
     shapes = args.shapes or [(args.size, args.size, args.references)]
     res = Results(args.json)

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.cli import suite_parser
+from bench.lib.cli import suite_parser
 
 APP = "scaling"
 
