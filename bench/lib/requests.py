@@ -12,6 +12,10 @@ from PIL import Image
 
 from deployments.types import ImageRequest
 
+# Engine options under which a repeated request times as a new one: the prompt and latent caches off. The suites
+# that repeat one request to time a rung use them unless told otherwise.
+UNCACHED = {"prompt_cache_mb": 0, "latent_cache_mb": 0}
+
 
 def family_of_source(source: str) -> str:
     """The model family of a bench source (a hub id, a random-weight or a tiny one): FLUX.2-dev or klein."""

@@ -42,7 +42,7 @@ from bench.lib.cli import parse_overrides, suite_parser
 from bench.lib.deviation import compare, deviation
 from bench.lib.device import cuda_ok, free_cuda, gib, peak_vram_gib, sync
 from bench.lib.pipeline_timing import StepTimer, timed_series
-from bench.lib.requests import make_request
+from bench.lib.requests import UNCACHED, make_request
 from bench.lib.results import Deadline, Results, log
 from deployments.config import AdapterSettings, AdapterSpec, ModelConfig, Shape, stack_id
 from deployments.types import ImageRequest
@@ -313,7 +313,8 @@ def main(argv: list[str] | None = None) -> None:
                 res[f"skipped:{label}"] = f"not enough time left ({deadline.left():.0f}s < {args.engine_s:.0f}s)"
                 continue
             log(f"== {label} ({deadline.left():.0f}s left)")
-            overrides = {"warmup_shapes": (shape,), **parse_overrides(args.option), "quantization": quantization}
+            overrides = {"warmup_shapes": (shape,), **UNCACHED, **parse_overrides(args.option)}
+            overrides["quantization"] = quantization
             config = ModelConfig(source=args.source, lora=lora, **overrides)
             try:
                 images[label] = measure_engine(args, res, label, config, folders)

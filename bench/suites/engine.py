@@ -38,7 +38,7 @@ from bench.lib.deviation import compare
 from bench.lib.device import cuda_ok, free_cuda, gib, sync
 from bench.lib.floors import floors_ms, matmul_ceiling, transformer_step_flops
 from bench.lib.pipeline_timing import StepTimer, timed_series
-from bench.lib.requests import family_of_source, make_request, run_plain
+from bench.lib.requests import UNCACHED, family_of_source, make_request, run_plain
 from bench.lib.results import Deadline, Results, log
 from bench.lib.timing import summary
 
@@ -294,6 +294,7 @@ def build_engine(run: Run) -> None:
         compile_cache_dir=str(run.args.cache or run.work / "compile-cache"),
         warmup_shapes=tuple(warmup),
         vram_policy="on_pressure",
+        **UNCACHED,  # its series repeat one request
     )
     pipeline, device = run.built_pipeline(), torch.device("cuda" if cuda_ok() else "cpu")
     weights = "random-tiny" if run.tiny else "random-full"

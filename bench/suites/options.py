@@ -15,6 +15,10 @@ transformer calls, VAE encode and decode; "other" is the rest). ``--floors`` mea
 sustained) and fp8 matmul rates first and counts each shape's step FLOPs, so every row says how far its
 step is from them. A variant that cannot be built (say, fa3 on a GPU without it) is recorded with its error.
 The JSON is written after every row; the markdown table of all rows ends the output and the JSON.
+
+Every rung times a new request: the repeats share one prompt and one reference, so the engine's prompt and latent
+caches are off (``bench.lib.requests.UNCACHED``) unless a variant sets them (``prompt_cache_mb=256,latent_cache_mb=64``
+is the rung of a request whose prompt and reference the engine has seen).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from bench.lib.deviation import deviation
 from bench.lib.device import cuda_ok, free_cuda, peak_vram_gib, sync
 from bench.lib.floors import matmul_ceiling, transformer_step_flops
 from bench.lib.pipeline_timing import StageTimer
+from bench.lib.requests import UNCACHED
 from bench.lib.results import Results, log
 from deployments.config import RANDOM_SOURCES, ModelConfig, Shape
 from deployments.types import ImageRequest
@@ -180,7 +185,8 @@ def main(argv: list[str] | None = None) -> None:
     for label in [args.baseline, *args.variant]:
         log(f"== {label}")
         try:
-            engine = warmed_engine(ModelConfig(source=args.source, warmup_shapes=warmup, **parse_overrides(label)))
+            options = {**UNCACHED, **parse_overrides(label)}
+            engine = warmed_engine(ModelConfig(source=args.source, warmup_shapes=warmup, **options))
         except Exception as exc:  # one variant failing must not lose the others' figures
             traceback.print_exc()
             rows += [{"variant": label, "shape": shape_label(shape), "error": repr(exc)[:500]} for shape in shapes]
