@@ -43,6 +43,7 @@ declare -A CASES=(
   [serve-klein4b-preset]="klein-4B through Ray Serve with preset fast, plain diffusers timed first in the process"
   [soak-klein4b]="serve run of bench/lab/soak-klein4b.yaml, then python -m bench soak for what the call leaves (≤ 6 min)"
   [soak-klein4b-fast]="the same, one model (preset fast + LoRA) warmed for 1024² with 0-2 references, off-warm 512²"
+  [serve-klein4b-fast]="serve-soak-klein4b in ~400 s: klein-4B preset fast warmed for 1024² t2i and 1 ref, no adapters, 90 s soak"
   [serve-soak-klein4b]="soak-klein4b-fast's server: cold start, latencies with the caches (bench serve --url), the soak, warm restart; bench vae beside the cold start"
 )
 
@@ -164,6 +165,41 @@ case $1 in
     keep_logs
     if ((SECONDS < 480)); then
       serve_up soak-klein4b-fast "$LOGS/serve-warm.log"  # the same replica on the compile cache the first filled
+      grep -h "model .* ready" "$LOGS/serve-warm.log" | tail -n 1 | cut -c1-900
+      serve_down warm
+    fi
+    keep_logs
+    echo "== done at $SECONDS s"
+    ;;
+  serve-klein4b-fast)  # serve-soak-klein4b in about 400 s: two warm shapes, no adapters, a 90 s soak at most
+    LOGS=/tmp/lablogs && mkdir -p $LOGS
+    python3 -m bench vae --size 1024 --repeats 30 --json "$OUT/vae.json" >"$LOGS/vae.log" 2>&1 &
+    vae=$!
+    serve_up serve-klein4b-fast "$LOGS/serve-cold.log" || { serve_down cold; keep_logs; exit 1; }
+    grep -h "model .* ready" "$LOGS/serve-cold.log" | tail -n 1 | cut -c1-900
+    wait $vae
+    echo "== vae: exit $?"
+    tail -n 3 "$LOGS/vae.log"
+    timeout 100 python3 -m bench serve --url http://127.0.0.1:8000 --models klein4b-fast --n 8 --steps 4 \
+      --formats jpeg,png --caches --reference bench/assets/astronaut.jpg --json "$OUT/serve.json" \
+      >"$LOGS/serve.log" 2>&1
+    echo "== serve: exit $? at $SECONDS s"
+    grep -E "^(t2i|edit1|caches)" "$LOGS/serve.log" | cut -c1-220
+    keep_logs
+    if ((SECONDS < 260)); then
+      duration=$((320 - SECONDS))
+      ((duration > 90)) && duration=90
+      echo "== soak for $duration s from $SECONDS s"
+      timeout $((duration + 60)) python3 -m bench soak --url http://127.0.0.1:8000 --duration $duration --workers 4 \
+        --burst 16 --sizes 1024x1024 --max-n 4 --mix two_refs=0 --settle 20 --metrics-url http://127.0.0.1:8080/metrics \
+        --metrics-app flux2 --json "$OUT/soak.json" >"$LOGS/soak.log" 2>&1
+      echo "== soak: exit $? at $SECONDS s"
+      tail -n 12 "$LOGS/soak.log"
+    fi
+    serve_down cold
+    keep_logs
+    if ((SECONDS < 360)); then
+      serve_up serve-klein4b-fast "$LOGS/serve-warm.log"  # the same replica on the compile cache the first filled
       grep -h "model .* ready" "$LOGS/serve-warm.log" | tail -n 1 | cut -c1-900
       serve_down warm
     fi
