@@ -43,8 +43,8 @@ from bench.cli import parse_overrides, suite_parser
 from bench.common import Deadline, Results, StepTimer, compare, cuda_ok, free_cuda, gib, log, make_request, sync
 from bench.engine import peak_vram_gib, timed_series
 from bench.options import deviation
-from deployments.config import AdapterSettings, AdapterSpec, ModelConfig, Shape, stack_id
-from deployments.types import ImageRequest
+from deployments.config import AdapterSettings, AdapterSpec, ModelConfig, Shape
+from deployments.types import AdapterStack, ImageRequest
 
 ADAPTERS = ("a", "b")  # one per --rank; the steps run with b
 # (label, adapter switched to), run in this order from a: every kind of switch once a round
@@ -113,7 +113,7 @@ def switched_ms(engine: Any, adapter: str | None) -> float:
     """Milliseconds to make ``adapter`` (None: no adapter) the engine's next stack, its copies finished."""
     sync()
     start = time.perf_counter()
-    engine.adapters.activate(((adapter, 1.0),) if adapter else ())
+    engine.adapters.activate(AdapterStack(((adapter, 1.0),) if adapter else ()))
     sync()
     return (time.perf_counter() - start) * 1e3
 
@@ -124,7 +124,7 @@ def compiled_graphs() -> int:
 
 def request(args: argparse.Namespace, adapter: str | None, seed: int = 0, scale: float = 1.0) -> ImageRequest:
     plain = make_request(args.size, args.size, 0, args.steps, seed=seed)
-    return dataclasses.replace(plain, adapters=((adapter, scale),) if adapter else ())
+    return dataclasses.replace(plain, adapters=AdapterStack(((adapter, scale),) if adapter else ()))
 
 
 def sweep_images(engine: Any, args: argparse.Namespace) -> dict[str, np.ndarray]:
@@ -133,7 +133,7 @@ def sweep_images(engine: Any, args: argparse.Namespace) -> dict[str, np.ndarray]
     with engine.adapters.warming():  # a request without adapters runs on the slots' graph, all slots zero
         images = {EMPTY: engine.generate(request(args, None)).images[0]}
     for scale in SCALES:
-        images[stack_id((("b", scale),))] = engine.generate(request(args, "b", scale=scale)).images[0]
+        images[AdapterStack((("b", scale),)).id] = engine.generate(request(args, "b", scale=scale)).images[0]
     return images
 
 
@@ -253,7 +253,7 @@ def reference_images(args: argparse.Namespace, config: ModelConfig, folder: Path
     engine.pipeline.load_lora_weights(str(folder), adapter_name="b")
     for scale in SCALES:
         engine.pipeline.set_adapters(["b"], adapter_weights=[scale])
-        images[stack_id((("b", scale),))] = engine.generate(request(args, None)).images[0]
+        images[AdapterStack((("b", scale),)).id] = engine.generate(request(args, None)).images[0]
     return images
 
 

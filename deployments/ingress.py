@@ -39,17 +39,11 @@ from deployments.openai.protocol import (
     parse_json_body,
 )
 from deployments.openai.references import ReferenceCache
-from deployments.openai.serving import (
-    Route,
-    build_edit_request,
-    build_generation_request,
-    images_response,
-    model_cards,
-    route,
-)
+from deployments.openai.routing import route
+from deployments.openai.serving import build_edit_request, build_generation_request, images_response, model_cards
 from deployments.openai.sse import event_stream
 from deployments.request_body import read_body, require_content_type
-from deployments.types import ImageRequest, ImageResult
+from deployments.types import ImageRequest, ImageResult, Route
 
 logger = logging.getLogger("ray.serve")
 

@@ -28,8 +28,8 @@ from deployments.types import ImageRequest, ImageResult, StreamEvent
 
 logger = logging.getLogger("ray.serve")
 
-# LoRA stacks a replica reports to Serve's router for affinity (fixed when the class is defined).
-MULTIPLEXED_STACKS = 16
+# Adapter stacks a replica reports to Serve's router for affinity (fixed when the class is defined).
+MULTIPLEXED_ADAPTER_STACKS = 16
 # A request still running after this many seconds means the engine thread is stuck.
 WEDGED_AFTER_S = 1800.0
 
@@ -100,16 +100,17 @@ class Flux2Model:
         )
         return engine
 
-    @serve.multiplexed(max_num_models_per_replica=MULTIPLEXED_STACKS)
-    async def _hold_stack(self, stack_id: str) -> str:
-        """Routing affinity only: reporting the stack to Serve's router sends its requests to replicas that hold
-        it; the weights themselves are loaded on the engine thread, bounded by ``lora.max_loaded``."""
-        return stack_id
+    @serve.multiplexed(max_num_models_per_replica=MULTIPLEXED_ADAPTER_STACKS)
+    async def _hold_adapters(self, adapters_id: str) -> str:
+        """Routing affinity only: reporting a request's adapters (``AdapterStack.id``) to Serve's router sends the
+        next requests with them to replicas that hold them; the weights themselves are loaded on the engine thread,
+        bounded by ``lora.max_loaded``."""
+        return adapters_id
 
     async def generate(self, request: ImageRequest) -> ImageResult:
         self._check_usable()
         if request.adapters:
-            await self._hold_stack(serve.get_multiplexed_model_id())
+            await self._hold_adapters(serve.get_multiplexed_model_id())
         if self.config.max_batch_size > 1 and request.batch_key is not None:
             return await self._generate_batched(request)
         return await self._submit(request, StepReporter())
@@ -138,7 +139,7 @@ class Flux2Model:
         """
         self._check_usable()
         if request.adapters:
-            await self._hold_stack(serve.get_multiplexed_model_id())
+            await self._hold_adapters(serve.get_multiplexed_model_id())
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
         reporter = StepReporter(

@@ -30,7 +30,7 @@ def _form_bool(value: Any, info: ValidationInfo) -> Any:
 StrictFormBool = Annotated[bool, BeforeValidator(_form_bool)]
 
 
-class LoraRef(BaseModel):
+class AdapterRef(BaseModel):
     """One LoRA adapter of the request's model, by name, at a strength (default: the adapter's configured one)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -67,7 +67,7 @@ class ImageParams(BaseModel):
     num_inference_steps: int | None = Field(default=None, ge=1, description="default: the model's")
     guidance_scale: float | None = Field(default=None, ge=0.0, allow_inf_nan=False, description="default: the model's")
     step_cache: StrictFormBool | None = Field(default=None, description="false: run this request without step caching")
-    lora: list[LoraRef] | None = Field(
+    lora: list[AdapterRef] | None = Field(
         default=None,
         max_length=8,
         description="LoRA adapters to stack, beside one named in model as <model>/<adapter>; multipart: repeat "

@@ -1,6 +1,7 @@
 """From validated OpenAI requests to engine requests, and from engine results to OpenAI responses.
 
-Ray-free, torch-free and HTTP-free: the ingress is a thin FastAPI layer over these functions.
+Ray-free, torch-free and HTTP-free: the ingress is a thin FastAPI layer over these functions. Where a request goes
+(its ``model`` and ``lora``) is resolved beside this, in ``routing.py``.
 """
 
 from __future__ import annotations
@@ -9,13 +10,12 @@ import base64
 import json
 import secrets
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from deployments.config import AdapterStack, Limits, ModelConfig, stack_id, weights_label
-from deployments.errors import InvalidRequest, NotFound
+from deployments.config import Limits, ModelConfig, weights_label
+from deployments.errors import InvalidRequest
 from deployments.openai.images import (
     auto_size,
     decode_mask,
@@ -25,7 +25,7 @@ from deployments.openai.images import (
 )
 from deployments.openai.protocol import ImageParams, ModelLimits
 from deployments.openai.references import ReferenceCache
-from deployments.types import EncodedImage, ImageRequest, ImageResult
+from deployments.types import EncodedImage, ImageRequest, ImageResult, Route
 
 
 def model_cards(model: ModelConfig, limits: Limits, described: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -96,45 +96,6 @@ def check_params(params: ImageParams, limits: Limits) -> None:
         )
     if params.partial_images and not params.stream:
         raise InvalidRequest("partial_images needs stream=true", param="partial_images", code="invalid_value")
-
-
-@dataclass(frozen=True)
-class Route:
-    """Where a request goes: a served model, and the LoRA stack to run it with."""
-
-    model: ModelConfig
-    adapters: AdapterStack = ()
-
-    @property
-    def multiplexed_id(self) -> str:
-        """Ray Serve's multiplexing key: requests with one stack go to a replica already holding it."""
-        return stack_id(self.adapters)
-
-
-def route(params: ImageParams, models: dict[str, ModelConfig], default: str) -> Route:
-    """The model a request names: a served id, or ``<id>/<adapter>`` (an adapter is a model, as the OpenAI API
-    sees it), plus the adapters of its ``lora`` field."""
-    name = params.model or default
-    adapter = None
-    if name not in models:
-        base, _, adapter = name.rpartition("/")
-        if base not in models or adapter not in {spec.name for spec in models[base].lora.adapters}:
-            raise NotFound(
-                f"The model '{name}' does not exist. Available: {sorted(model_ids(models))}",
-                param="model",
-                code="model_not_found",
-            )
-        name = base
-    requested = [(adapter, None)] if adapter else []
-    requested += [(ref.name, ref.scale) for ref in params.lora or ()]
-    return Route(models[name], models[name].lora.resolve(requested))
-
-
-def model_ids(models: dict[str, ModelConfig]) -> list[str]:
-    """Every id a request may send: each model, then each of its adapters as ``<model>/<adapter>``."""
-    return [
-        f"{name}{suffix}" for name, m in models.items() for suffix in ["", *(f"/{a.name}" for a in m.lora.adapters)]
-    ]
 
 
 def build_generation_request(params: ImageParams, limits: Limits, target: Route) -> ImageRequest:

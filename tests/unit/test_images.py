@@ -18,8 +18,8 @@ from deployments.openai import images
 from deployments.openai.images import auto_size, decode_image, decode_mask, encode_image, parse_size
 from deployments.openai.protocol import ImageParams
 from deployments.openai.references import ReferenceCache
-from deployments.openai.serving import Route, build_generation_request, images_response
-from deployments.types import EncodedImage, ImageResult
+from deployments.openai.serving import build_generation_request, images_response
+from deployments.types import EncodedImage, ImageResult, Route
 
 LIMITS = Limits()
 

@@ -154,7 +154,8 @@ def test_openai_mask_png_through_the_request_builder(engine: Flux2Engine) -> Non
     from deployments.config import Limits
     from deployments.openai.protocol import parse_form_fields
     from deployments.openai.references import ReferenceCache
-    from deployments.openai.serving import Route, build_edit_request
+    from deployments.openai.serving import build_edit_request
+    from deployments.types import Route
 
     image, mask = source_image(), rect_mask()
     rgba = np.dstack([np.full_like(mask, 255), np.zeros_like(mask), np.zeros_like(mask), 255 - mask])
