@@ -1,8 +1,9 @@
 """Internal types: what the serving layer resolves a request into and what crosses the Ray handle to the model
 replicas and their engine (no torch, no Ray, no HTTP).
 
-Images cross deployment boundaries as ``uint8`` arrays of shape (H, W, 3), or as JPEG files when the
-model replica encoded them on its GPU; masks as (H, W) uint8 where 255 marks the editable region.
+Images cross deployment boundaries as ``uint8`` arrays of shape (H, W, 3), or as JPEG files when the model replica
+encoded them on its GPU. A mask has one representation, made once in the ingress (``openai/images.py``): a
+``bool`` array of the output's shape (height, width), True where the image may change.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class ImageRequest:
     width: int
     height: int
     images: tuple[np.ndarray, ...] = ()
-    mask: np.ndarray | None = None
+    mask: np.ndarray | None = None  # (height, width) bool, True where the image may change
     n: int = 1
     seed: int = 0
     num_inference_steps: int | None = None
@@ -66,6 +67,13 @@ class ImageRequest:
     step_cache: bool | None = None  # None: the model's setting; False: off for this request
     jpeg_quality: int | None = None  # the client wants JPEG: an engine that encodes on its GPU returns files
     adapters: AdapterStack = field(default_factory=AdapterStack)
+
+    def __post_init__(self) -> None:
+        if self.mask is not None and (self.mask.dtype != np.bool_ or self.mask.shape != (self.height, self.width)):
+            raise ValueError(
+                f"mask must be bool of the output's shape {(self.height, self.width)}, got {self.mask.dtype} "
+                f"{self.mask.shape}"
+            )
 
     @property
     def batch_key(self) -> tuple | None:

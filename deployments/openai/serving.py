@@ -20,6 +20,7 @@ from deployments.openai.images import (
     auto_size,
     decode_mask,
     encode_image,
+    mask_at,
     output_quality,
     parse_size,
 )
@@ -126,9 +127,10 @@ def build_edit_request(
     param = "image" if len(images) == 1 else "image[{}]"
     arrays = tuple(references.decode(data, limits, param.format(i)) for i, data in enumerate(images))
     first_h, first_w = arrays[0].shape[:2]
-    decoded_mask = decode_mask(mask, limits, (first_w, first_h)) if mask is not None else None
+    editable = decode_mask(mask, limits, (first_w, first_h)) if mask is not None else None
     width, height = parse_size(params.size, limits) or auto_size(first_w, first_h, limits)
-    return ImageRequest(width=width, height=height, images=arrays, mask=decoded_mask, **_request_fields(params, target))
+    mask_out = mask_at(editable, width, height) if editable is not None else None
+    return ImageRequest(width=width, height=height, images=arrays, mask=mask_out, **_request_fields(params, target))
 
 
 def _request_fields(params: ImageParams, target: Route) -> dict[str, Any]:
