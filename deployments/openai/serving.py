@@ -24,40 +24,37 @@ from deployments.openai.images import (
     output_quality,
     parse_size,
 )
-from deployments.openai.protocol import ImageParams, ModelLimits
+from deployments.openai.protocol import ImageParams, ModelCard, ModelLimits
 from deployments.openai.references import ReferenceCache
 from deployments.types import EncodedImage, ImageRequest, ImageResult, Route
 
 
-def model_cards(model: ModelConfig, limits: Limits, described: dict[str, Any] | None) -> list[dict[str, Any]]:
+def model_cards(model: ModelConfig, limits: Limits, described: dict[str, Any] | None) -> list[ModelCard]:
     """``GET /v1/models`` entries of one model: its own, then one per LoRA adapter (``<model>/<adapter>``, with
     the model as ``parent``). What the config says, then what a replica said of itself (when one has)."""
     weights = weights_label(model.source)
-    lora = model.lora
-    card = {
-        "id": model.served_name,
-        "object": "model",
-        "created": 0,
-        "owned_by": "flux2-serve",
-        "parent": None,
-        "streaming": True,  # stream=true is served; the playground uses it when this says so
-        "weights": weights,
-        "is_demo": weights != "pretrained",
-        "default_size": "{}x{}".format(*model.default_size),
-        "warmup_shapes": [shape.model_dump() for shape in model.warmup_shapes],
-        "limits": {key: getattr(limits, key) for key in ModelLimits.model_fields},
-        "lora": {
-            "adapters": [spec.name for spec in lora.adapters],
-            "max_per_request": lora.max_per_request,
-            "max_scale": lora.max_scale,
-        },
-    }
-    base = {**card, **(described or {}), "id": model.served_name}
-    adapters = [
-        {**base, "id": f"{model.served_name}/{spec.name}", "parent": model.served_name, "adapter": spec.name}
-        for spec in lora.adapters
+    adapters = model.lora
+    card = ModelCard.model_validate(
+        {
+            "weights": weights,
+            "is_demo": weights != "pretrained",
+            "default_size": "{}x{}".format(*model.default_size),
+            "warmup_shapes": [shape.model_dump() for shape in model.warmup_shapes],
+            "limits": {key: getattr(limits, key) for key in ModelLimits.model_fields},
+            "lora": {
+                "adapters": [spec.name for spec in adapters.adapters],
+                "max_per_request": adapters.max_per_request,
+                "max_scale": adapters.max_scale,
+            },
+            **(described or {}),
+            "id": model.served_name,
+        }
+    )
+    own = [
+        card.model_copy(update={"id": f"{card.id}/{spec.name}", "parent": card.id, "adapter": spec.name})
+        for spec in adapters.adapters
     ]
-    return [base, *adapters]
+    return [card, *own]
 
 
 def check_params(params: ImageParams, limits: Limits) -> None:
