@@ -9,6 +9,7 @@ import torch
 from deployments.config import ModelConfig, Shape
 from deployments.engine import Flux2Engine, warm_up
 from deployments.engine.memory import MemoryManager
+from deployments.engine.warmup import COMPILE_PHASES
 from deployments.errors import InvalidRequest, Overloaded
 from deployments.types import ImageRequest
 
@@ -70,9 +71,8 @@ def test_warm_up_runs_every_shape_twice_and_batched() -> None:
     shapes = (Shape(width=64, height=64, references=1), Shape(width=128, height=64, references=0))
     engine = Flux2Engine.from_config(ModelConfig(source="tiny-klein", warmup_shapes=shapes))
     times = warm_up(engine)
-    assert set(times) == {
-        f"{key}:{run}" for key in ("64x64+1ref", "128x64+0ref") for run in ("first", "second", "batch")
-    }
+    runs = {f"{key}:{run}" for key in ("64x64+1ref", "128x64+0ref") for run in ("first", "second", "batch")}
+    assert set(times) == runs | {"general-decode", *(f"compile:{phase}" for phase in COMPILE_PHASES)}
     assert engine.warm_shapes == {(64, 64, 1), (128, 64, 0)}
     assert engine.info.warmup_s > 0
 
