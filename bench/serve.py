@@ -189,7 +189,7 @@ def plain_diffusers(source: str, side: int, steps: int, n: int) -> dict:
 
     from bench.common import cuda_ok, family_of_source, free_cuda, make_request, summary, sync
     from bench.engine import run_plain
-    from deployments.engine.generate import FAMILY_DEFAULTS
+    from deployments.engine.flux2_engine import FAMILY_DEFAULTS
     from deployments.engine.synthetic.random_weights import build_random_pipeline
     from deployments.engine.synthetic.tiny import TINY_BUILDERS
 

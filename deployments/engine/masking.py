@@ -52,7 +52,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from deployments.engine.conditioning import Conditioning
-from deployments.engine.flux2 import StepCallback, call_pipeline, decode_latents, seed_generators
+from deployments.engine.pipeline_call import StepCallback, call_pipeline, decode_latents, seed_generators
 from deployments.engine.pixels import to_uint8
 from deployments.engine.progress import chain
 from deployments.errors import InvalidRequest

@@ -10,7 +10,7 @@ import numpy as np
 from torch._dynamo.utils import calculate_time_spent
 
 from deployments.config import Shape
-from deployments.engine.generate import Flux2Engine
+from deployments.engine.flux2_engine import Flux2Engine
 from deployments.engine.vae import warm_general_decode
 from deployments.types import ImageRequest
 

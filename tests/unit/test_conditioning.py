@@ -16,9 +16,9 @@ from PIL import Image
 from deployments.caching import MB, ByteLRU
 from deployments.config import ModelConfig
 from deployments.engine import Flux2Engine
-from deployments.engine.flux2 import call_pipeline, seed_generators
 from deployments.engine.load import LoadedPipeline
 from deployments.engine.masking import resize_source, run_masked_edit
+from deployments.engine.pipeline_call import call_pipeline, seed_generators
 from deployments.engine.synthetic.tiny import build_tiny_klein, build_tiny_klein_kv
 from deployments.types import ImageRequest
 
