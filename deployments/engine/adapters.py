@@ -88,21 +88,21 @@ class AdapterManager:
         """Adapters in device memory, least recently used first."""
         return tuple(self._resident)
 
-    def activate(self, stack: AdapterStack) -> float:
-        """Make ``stack`` the adapters of the next pipeline call and return the seconds this took.
+    def activate(self, adapters: AdapterStack) -> float:
+        """Make ``adapters`` the adapters of the next pipeline call and return the seconds this took.
 
         Adapters not resident are loaded first; one that cannot be raises NotFound / InvalidRequest with the
-        slots as they were. An empty stack disables the slots: the base model's graph and output, byte for byte.
+        slots as they were. An empty AdapterStack disables the slots: the base model's graph and output, byte for byte.
         """
         start = time.perf_counter()
-        self._check_current(stack)
-        keep = {name for name, _ in stack.entries}
-        weights = [self._resident_weights(name, keep) for name, _ in stack.entries]
+        self._check_current(adapters)
+        keep = {name for name, _ in adapters.entries}
+        weights = [self._resident_weights(name, keep) for name, _ in adapters.entries]
         swap_start = time.perf_counter()
-        enabled = bool(stack) or self._warming
+        enabled = bool(adapters) or self._warming
         with torch.no_grad():
             for index, slot in enumerate(self._slots if enabled else ()):
-                name, scale = stack.entries[index] if index < len(stack) else (None, 0.0)
+                name, scale = adapters.entries[index] if index < len(adapters) else (None, 0.0)
                 if self._slot_names[index] != name:
                     self._write_slot(slot, weights[index] if name else {})
                     self._slot_names[index] = name
@@ -114,10 +114,10 @@ class AdapterManager:
         self.stats.swap_s += time.perf_counter() - swap_start
         return time.perf_counter() - start
 
-    def _check_current(self, stack: AdapterStack) -> None:
-        """The serving layer resolved ``stack`` against the settings this model last described; a reconfigure since
-        may have removed one of its adapters or lowered ``max_scale``: such a stack is refused, never run."""
-        for name, scale in stack.entries:
+    def _check_current(self, adapters: AdapterStack) -> None:
+        """The serving layer resolved ``adapters`` against the settings this model last described; a reconfigure since
+        may have removed one of its adapters or lowered ``max_scale``: such adapters are refused, never run."""
+        for name, scale in adapters.entries:
             if name not in self._specs:
                 served = ", ".join(sorted(self._specs)) or "none"
                 raise NotFound(

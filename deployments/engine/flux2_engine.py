@@ -145,7 +145,7 @@ class Flux2Engine:
         steps = first.num_inference_steps or self.default_steps
         guidance = first.guidance_scale if first.guidance_scale is not None else self.default_guidance_scale
         started_at = time.time()
-        adapter_s = self.adapters.activate(first.adapters)  # same stack for every request of a batch
+        adapter_s = self.adapters.activate(first.adapters)  # the same adapters for every request of a batch
         self.memory.reset_peak()
         start = time.perf_counter()
         try:
