@@ -1,18 +1,16 @@
 """Typed configuration: one object flows from ``serve_config.yaml`` args to the engine.
 
-No torch and no Ray here, so the ingress, the model deployment and the engine can all import it.
+It describes the service and resolves no request (the serving layer does, in ``openai/``). No torch, no Ray and no
+other module of the package here, so the ingress, the model deployment and the engine can all import it.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
-from deployments.errors import InvalidRequest, NotFound
 
 TINY_SOURCES = ("tiny-dev", "tiny-klein", "tiny-klein-kv")
 RANDOM_SOURCES = ("random-dev", "random-klein-4b", "random-klein-9b")
@@ -108,10 +106,7 @@ class Limits(_Strict):
     )
 
 
-PARAM = "lora"  # the request field errors point at
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-
-AdapterStack = tuple[tuple[str, float], ...]  # canonical: (name, scale) sorted by name, no zero scales
 
 
 class AdapterSpec(_Strict):
@@ -169,41 +164,6 @@ class AdapterSettings(_Strict):
             if abs(spec.scale) > self.max_scale:
                 raise ValueError(f"adapter {spec.name!r}: scale {spec.scale} is over max_scale {self.max_scale}")
         return self
-
-    def resolve(self, requested: Sequence[tuple[str, float | None]]) -> AdapterStack:
-        """The canonical stack of a request: known names, default scales filled in, zero scales dropped, sorted
-        by name (equal stacks give equal bytes and share a batch and a multiplexed replica)."""
-        if len(requested) > self.max_per_request:
-            raise InvalidRequest(
-                f"at most {self.max_per_request} LoRA adapter(s) per request on this model, got {len(requested)}",
-                param=PARAM,
-                code="too_many_adapters",
-            )
-        specs = {spec.name: spec for spec in self.adapters}
-        scales: dict[str, float] = {}
-        for name, scale in requested:
-            spec = specs.get(name)
-            if spec is None:
-                served = ", ".join(sorted(specs)) or "none"
-                raise NotFound(
-                    f"unknown LoRA adapter {name!r}; this model serves: {served}", param=PARAM, code="adapter_not_found"
-                )
-            if name in scales:
-                raise InvalidRequest(f"LoRA adapter {name!r} is named twice", param=PARAM, code="duplicate_adapter")
-            value = spec.scale if scale is None else float(scale)
-            if not math.isfinite(value) or abs(value) > self.max_scale:
-                raise InvalidRequest(
-                    f"scale {value} of LoRA adapter {name!r} is outside [-{self.max_scale}, {self.max_scale}]",
-                    param=PARAM,
-                    code="invalid_adapter_scale",
-                )
-            scales[name] = value
-        return tuple(sorted((name, value) for name, value in scales.items() if value != 0.0))
-
-
-def stack_id(stack: AdapterStack) -> str:
-    """A string naming a canonical stack ("" for none): the Ray Serve multiplexed model id."""
-    return "+".join(f"{name}:{scale:g}" for name, scale in stack)
 
 
 class ContextParallel(_Strict):
@@ -346,7 +306,7 @@ class ModelConfig(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _lora_needs_separate_qkv(self) -> ModelConfig:
+    def _adapters_need_separate_qkv(self) -> ModelConfig:
         if self.lora.adapters and self.fuse_qkv:
             raise ValueError("fuse_qkv fuses the Q/K/V projections LoRA adapters target: turn one of them off")
         return self

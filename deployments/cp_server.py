@@ -7,11 +7,12 @@ publishes ``MASTER_ADDR``/``MASTER_PORT`` (its node IP and a free port) and ever
 ``torch.distributed`` group (NCCL on GPUs, gloo on CPUs) and loads the pipeline with context parallelism
 (:mod:`deployments.engine.parallel`).
 
-Requests take the ordinary :class:`~deployments.server.Flux2Model` path on rank 0 (queueing, batching,
-streaming progress, metrics, health): the replica validates, then its engine fans the run out to the
-workers (``follow``) just before running it itself, and waits for them after. Warm-up goes the same way.
-A run that fails on any rank after the ranks started exchanging tensors leaves the group out of step:
-the replica then refuses work and fails its health check, and Serve replaces it (and its workers).
+The deployment is the model server itself, :class:`~deployments.server.Flux2Model` (queueing, batching,
+streaming progress, metrics, health), with a :class:`ContextParallelGroup` as its engine host: the replica
+validates, then its engine fans the run out to the workers (``follow``) just before running it itself, and waits
+for them after. Warm-up goes the same way. A run that fails on any rank after the ranks started exchanging
+tensors leaves the group out of step: the host reports it broken, the replica refuses work and fails its health
+check, and Serve replaces it (and its workers).
 
 Config: a model with ``context_parallel: {degree: 2, mode: ulysses}``; ``deployments.app.build_app`` then binds
 this deployment for it.
@@ -29,7 +30,7 @@ import ray
 from ray.util.placement_group import get_current_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from deployments.config import ModelConfig
+from deployments.config import ContextParallel, ModelConfig
 from deployments.engine import warm_up
 from deployments.engine.parallel import ContextParallelEngine, default_backend, free_port, init_process_group
 from deployments.server import Flux2Model
@@ -70,47 +71,32 @@ class ContextParallelWorker:
             )
 
 
-class ContextParallelFlux2Model(Flux2Model):
-    """A :class:`~deployments.server.Flux2Model` whose engine spans the replica's placement group (rank 0 here)."""
+class ContextParallelGroup:
+    """The engine host of a context-parallel replica: this process is rank 0 and leads ``degree - 1``
+    :class:`ContextParallelWorker` actors, one in each other bundle of the replica's placement group."""
 
-    @staticmethod
-    def deployment_options(model: ModelConfig) -> dict[str, Any]:
-        """The single-GPU server's options plus one placement bundle per rank, packed on one node (NVLink)."""
-        if model.context_parallel is None:
-            raise ValueError(f"model {model.served_name} has no context_parallel section")
-        serve_options = Flux2Model.deployment_options(model)
-        actor = serve_options["ray_actor_options"]
-        bundle = {key: actor[name] for key, name in (("CPU", "num_cpus"), ("GPU", "num_gpus")) if actor.get(name)}
-        serve_options.setdefault("placement_group_bundles", [bundle] * model.context_parallel.degree)
-        serve_options.setdefault("placement_group_strategy", "STRICT_PACK")
-        return serve_options
-
-    def __init__(self, model_config: ModelConfig):
-        options = model_config.context_parallel
-        if options is None:
-            raise ValueError("ContextParallelFlux2Model needs a model config with context_parallel set")
+    def __init__(self, options: ContextParallel):
         self.options = options
         self.workers: list[Any] = []
-        super().__init__(model_config)
+        self.engine: ContextParallelEngine | None = None
 
-    def _load_and_warm(self) -> ContextParallelEngine:  # on the engine thread, from Flux2Model.__init__
+    def start(self, config: ModelConfig) -> ContextParallelEngine:
         start = time.perf_counter()
         self.workers = self._start_workers()
         backend = default_backend()
         addr, port = ray.util.get_node_ip_address(), free_port()
         started = [
-            worker.start.remote(rank, addr, port, backend, self.config)
-            for rank, worker in enumerate(self.workers, start=1)
+            worker.start.remote(rank, addr, port, backend, config) for rank, worker in enumerate(self.workers, start=1)
         ]
         init_process_group(0, self.options.degree, addr, port, backend, self.options.timeout_s)
-        engine = ContextParallelEngine.from_config(self.config, self.options)
+        engine = ContextParallelEngine.from_config(config, self.options)
         where = ray.get(started)
         engine.fan_out = self._fan_out
         times = warm_up(engine)
-        info = engine.info
+        self.engine = engine
         logger.info(
             "model %s ready: context parallel %s x%d (%s), load %.1fs, warm-up %.1fs %s",
-            info.name,
+            engine.info.name,
             self.options.mode,
             self.options.degree,
             ", ".join(where),
@@ -119,6 +105,15 @@ class ContextParallelFlux2Model(Flux2Model):
             times,
         )
         return engine
+
+    def broken(self) -> str | None:
+        if self.engine is not None and self.engine.broken:
+            return f"context-parallel group out of step: {self.engine.broken}"
+        return None
+
+    async def check_health(self) -> None:
+        pings = [worker.ping.remote() for worker in self.workers]
+        await asyncio.wait_for(asyncio.gather(*pings), WORKER_PING_TIMEOUT_S)
 
     def _start_workers(self) -> list[Any]:
         group = get_current_placement_group()
@@ -150,15 +145,23 @@ class ContextParallelFlux2Model(Flux2Model):
 
         return wait
 
-    def _check_usable(self) -> None:
-        engine = getattr(self, "engine", None)
-        if engine is not None and engine.broken and not self._broken:
-            self._broken = engine.broken
-        super()._check_usable()
 
-    async def check_health(self) -> None:
-        await super().check_health()
-        if self.engine.broken:
-            raise RuntimeError(f"context-parallel group out of step: {self.engine.broken}")
-        pings = [worker.ping.remote() for worker in self.workers]
-        await asyncio.wait_for(asyncio.gather(*pings), WORKER_PING_TIMEOUT_S)
+class ContextParallelFlux2Model(Flux2Model):
+    """The model server with a :class:`ContextParallelGroup` as its engine host, and Serve options of its own."""
+
+    @staticmethod
+    def deployment_options(model: ModelConfig) -> dict[str, Any]:
+        """The single-GPU server's options plus one placement bundle per rank, packed on one node (NVLink)."""
+        if model.context_parallel is None:
+            raise ValueError(f"model {model.served_name} has no context_parallel section")
+        serve_options = Flux2Model.deployment_options(model)
+        actor = serve_options["ray_actor_options"]
+        bundle = {key: actor[name] for key, name in (("CPU", "num_cpus"), ("GPU", "num_gpus")) if actor.get(name)}
+        serve_options.setdefault("placement_group_bundles", [bundle] * model.context_parallel.degree)
+        serve_options.setdefault("placement_group_strategy", "STRICT_PACK")
+        return serve_options
+
+    def __init__(self, model_config: ModelConfig):
+        if model_config.context_parallel is None:
+            raise ValueError("ContextParallelFlux2Model needs a model config with context_parallel set")
+        super().__init__(model_config, ContextParallelGroup(model_config.context_parallel))

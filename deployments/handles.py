@@ -1,7 +1,7 @@
 """The model deployments as the ingress reaches them: through their Serve handles, and by what they say of
 themselves.
 
-A call goes to a replica that holds its LoRA stack (Serve's multiplexing) and must finish within
+A call goes to a replica that holds its adapters (Serve's multiplexing) and must finish within
 ``limits.request_timeout_s``. A model with no running replica is answered 503 at once (after
 ``limits.no_replica_wait_s``), before the call and while it waits, instead of being held until a replacement
 is warm. What Ray raises becomes the service's errors, and a run nobody waits for any more is cancelled, so
@@ -23,9 +23,8 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from deployments.config import LIVE_MODEL_KEYS, Limits, ModelConfig
 from deployments.errors import DeadlineExceeded, Flux2Error, GenerationFailed, Overloaded, Unavailable
-from deployments.openai.serving import Route
 from deployments.replicas import ReplicaWatch
-from deployments.types import ImageRequest, ImageResult, StreamEvent
+from deployments.types import ImageRequest, ImageResult, Route, StreamEvent
 
 logger = logging.getLogger("ray.serve")
 
@@ -127,10 +126,10 @@ class ModelHandles:
         await asyncio.gather(*(describe(name) for name in names))
 
     def _handle(self, target: Route) -> DeploymentHandle:
-        """The model's handle; with LoRA adapters, multiplexed by the stack, so Serve prefers a replica that
-        already holds it."""
+        """The model's handle; with LoRA adapters, multiplexed by their id, so Serve prefers a replica that
+        already holds them."""
         handle = self.handles[target.model.served_name]
-        return handle.options(multiplexed_model_id=target.multiplexed_id) if target.adapters else handle
+        return handle.options(multiplexed_model_id=target.adapters.id) if target.adapters else handle
 
     async def _require_replica(self, name: str, limits: Limits) -> None:
         """Answer at once (503 + Retry-After) when the model has no running replica, instead of letting the

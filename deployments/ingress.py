@@ -39,17 +39,11 @@ from deployments.openai.protocol import (
     parse_json_body,
 )
 from deployments.openai.references import ReferenceCache
-from deployments.openai.serving import (
-    Route,
-    build_edit_request,
-    build_generation_request,
-    images_response,
-    model_cards,
-    route,
-)
+from deployments.openai.routing import route
+from deployments.openai.serving import build_edit_request, build_generation_request, images_response, model_cards
 from deployments.openai.sse import event_stream
 from deployments.request_body import read_body, require_content_type
-from deployments.types import ImageRequest, ImageResult
+from deployments.types import ImageRequest, ImageResult, Route
 
 logger = logging.getLogger("ray.serve")
 
@@ -168,19 +162,19 @@ class ImagesIngress:
         return await self._generate(target, image_request, params, arrived)
 
     @app.api_route("/v1/models", response_model=ModelList, methods=["GET", "HEAD"], responses=ERROR_RESPONSES)
-    async def list_models(self, request: Request) -> dict[str, Any]:
+    async def list_models(self, request: Request) -> ModelList:
         """Answered from the config and what the replicas said of themselves earlier: never waits for a replica."""
         self.check_api_key(request.headers.get("authorization"))
         self.models.describe_in_background()
-        return {"object": "list", "data": [card for name in self.models.configs for card in self._cards(name)]}
+        return ModelList(data=[card for name in self.models.configs for card in self._cards(name)])
 
     @app.api_route(
         "/v1/models/{model_id:path}", response_model=ModelCard, methods=["GET", "HEAD"], responses=ERROR_RESPONSES
     )
-    async def retrieve_model(self, model_id: str, request: Request) -> dict[str, Any]:
+    async def retrieve_model(self, model_id: str, request: Request) -> ModelCard:
         self.check_api_key(request.headers.get("authorization"))
         self.models.describe_in_background()
-        cards = {card["id"]: card for name in self.models.configs for card in self._cards(name)}
+        cards = {card.id: card for name in self.models.configs for card in self._cards(name)}
         if model_id not in cards:
             raise NotFound(f"The model '{model_id}' does not exist", param="model", code="model_not_found")
         return cards[model_id]
@@ -235,7 +229,7 @@ class ImagesIngress:
         request.state.model = target.model.served_name
         return target
 
-    def _cards(self, name: str) -> list[dict[str, Any]]:
+    def _cards(self, name: str) -> list[ModelCard]:
         return model_cards(self.models.configs[name], self.config.limits, self.models.infos.get(name))
 
     async def _generate(

@@ -4,6 +4,9 @@ The constructor loads, compiles and warms the engine, so a replica reports ready
 user request will pay for compilation. All engine work runs on ONE dedicated thread (compile,
 warm-up and inference share it, as CUDA graph trees require), which also serialises requests on
 the GPU while the replica's event loop stays free for health checks and metadata calls.
+
+Where the engine runs is the server's :class:`EngineHost`: this replica's own device by default; the
+context-parallel server (``cp_server.py``) gives it a group of GPUs instead and keeps the rest of this server.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from ray import serve
@@ -28,8 +31,8 @@ from deployments.types import ImageRequest, ImageResult, StreamEvent
 
 logger = logging.getLogger("ray.serve")
 
-# LoRA stacks a replica reports to Serve's router for affinity (fixed when the class is defined).
-MULTIPLEXED_STACKS = 16
+# Adapter stacks a replica reports to Serve's router for affinity (fixed when the class is defined).
+MULTIPLEXED_ADAPTER_STACKS = 16
 # A request still running after this many seconds means the engine thread is stuck.
 WEDGED_AFTER_S = 1800.0
 
@@ -55,6 +58,45 @@ def wants_gpu(model: ModelConfig) -> bool:
     return model.source not in TINY_SOURCES and model.device != "cpu"
 
 
+class EngineHost(Protocol):
+    """Where a replica's engine runs: what the model server asks of it beside the engine itself."""
+
+    def start(self, config: ModelConfig) -> Flux2Engine:
+        """Load and warm up the engine; called once, on the engine thread."""
+
+    def broken(self) -> str | None:
+        """Why the engine can run no more requests, beyond what the server sees itself; None while it can."""
+
+    async def check_health(self) -> None:
+        """Raise when a part of the engine outside this process does not answer."""
+
+
+class OneDevice:
+    """The engine on this replica's own device: one GPU, or the CPU."""
+
+    def start(self, config: ModelConfig) -> Flux2Engine:
+        engine = Flux2Engine.from_config(config)
+        times = warm_up(engine)
+        info = engine.info
+        label = " [DEMO: random weights, images are noise]" if info.is_demo else ""
+        logger.info(
+            "model %s ready%s: source=%s load=%.1fs warm-up=%.1fs %s",
+            info.name,
+            label,
+            info.source,
+            info.load_s,
+            info.warmup_s,
+            times,
+        )
+        return engine
+
+    def broken(self) -> str | None:
+        return None  # a sticky device error is seen by the server, which ran the request
+
+    async def check_health(self) -> None:
+        return None  # nothing outside this process
+
+
 class Flux2Model:
     """Serves one FLUX.2 model; ``generate`` takes a validated ImageRequest and returns uint8 images."""
 
@@ -72,44 +114,30 @@ class Flux2Model:
         options["ray_actor_options"] = {**actor_options, **model.deployment_options.get("ray_actor_options", {})}
         return options
 
-    def __init__(self, model_config: ModelConfig):
+    def __init__(self, model_config: ModelConfig, host: EngineHost | None = None):
         self.base_config = model_config  # what args say; reconfigure applies user_config over it
         self.config = model_config
+        self.host = host if host is not None else OneDevice()
         self._reconfigured = False  # the first reconfigure comes right after the constructor
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flux2-engine")
         self._busy_since: float | None = None
         self._broken: str | None = None
-        self.engine: Flux2Engine = self._thread.submit(self._load_and_warm).result()
+        self.engine: Flux2Engine = self._thread.submit(self.host.start, self.config).result()
         self._generate_batched.set_max_batch_size(self.config.max_batch_size)
         self._generate_batched.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)
         self.metrics = ModelMetrics(self.config.served_name, self.engine.conditioning.stats)
 
-    def _load_and_warm(self) -> Flux2Engine:
-        engine = Flux2Engine.from_config(self.config)
-        times = warm_up(engine)
-        info = engine.info
-        label = " [DEMO: random weights, images are noise]" if info.is_demo else ""
-        logger.info(
-            "model %s ready%s: source=%s load=%.1fs warm-up=%.1fs %s",
-            info.name,
-            label,
-            info.source,
-            info.load_s,
-            info.warmup_s,
-            times,
-        )
-        return engine
-
-    @serve.multiplexed(max_num_models_per_replica=MULTIPLEXED_STACKS)
-    async def _hold_stack(self, stack_id: str) -> str:
-        """Routing affinity only: reporting the stack to Serve's router sends its requests to replicas that hold
-        it; the weights themselves are loaded on the engine thread, bounded by ``lora.max_loaded``."""
-        return stack_id
+    @serve.multiplexed(max_num_models_per_replica=MULTIPLEXED_ADAPTER_STACKS)
+    async def _hold_adapters(self, adapters_id: str) -> str:
+        """Routing affinity only: reporting a request's adapters (``AdapterStack.id``) to Serve's router sends the
+        next requests with them to replicas that hold them; the weights themselves are loaded on the engine thread,
+        bounded by ``lora.max_loaded``."""
+        return adapters_id
 
     async def generate(self, request: ImageRequest) -> ImageResult:
         self._check_usable()
         if request.adapters:
-            await self._hold_stack(serve.get_multiplexed_model_id())
+            await self._hold_adapters(serve.get_multiplexed_model_id())
         if self.config.max_batch_size > 1 and request.batch_key is not None:
             return await self._generate_batched(request)
         return await self._submit(request, StepReporter())
@@ -138,7 +166,7 @@ class Flux2Model:
         """
         self._check_usable()
         if request.adapters:
-            await self._hold_stack(serve.get_multiplexed_model_id())
+            await self._hold_adapters(serve.get_multiplexed_model_id())
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
         reporter = StepReporter(
@@ -160,8 +188,8 @@ class Flux2Model:
             run.cancel()
 
     def _check_usable(self) -> None:
-        if self._broken:
-            raise Unavailable(f"model replica is unhealthy: {self._broken}", retry_after_s=10, code="replica_unhealthy")
+        if broken := self._broken or self.host.broken():
+            raise Unavailable(f"model replica is unhealthy: {broken}", retry_after_s=10, code="replica_unhealthy")
 
     async def _submit(self, request: ImageRequest, reporter: StepReporter) -> ImageResult:
         queued_at = time.perf_counter()
@@ -230,10 +258,11 @@ class Flux2Model:
 
     async def check_health(self) -> None:
         """Async on purpose: a sync check would wait behind a long generation and get the replica killed."""
-        if self._broken:
-            raise RuntimeError(f"engine broken: {self._broken}")
+        if broken := self._broken or self.host.broken():
+            raise RuntimeError(f"engine broken: {broken}")
         if self.engine.loaded.device.type == "cuda":
             torch.cuda.mem_get_info(self.engine.loaded.device)  # the driver answers, without waiting for kernels
         busy_since = self._busy_since
         if busy_since is not None and time.monotonic() - busy_since > WEDGED_AFTER_S:
             raise RuntimeError(f"engine thread busy for over {WEDGED_AFTER_S:.0f}s: wedged")
+        await self.host.check_health()

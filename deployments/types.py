@@ -1,7 +1,9 @@
-"""Types shared by the ingress, the model server and the engine (no torch, no Ray, no HTTP).
+"""Internal types: what the serving layer resolves a request into and what crosses the Ray handle to the model
+replicas and their engine (no torch, no Ray, no HTTP).
 
-Images cross deployment boundaries as ``uint8`` arrays of shape (H, W, 3), or as JPEG files when the
-model replica encoded them on its GPU; masks as (H, W) uint8 where 255 marks the editable region.
+Images cross deployment boundaries as ``uint8`` arrays of shape (H, W, 3), or as JPEG files when the model replica
+encoded them on its GPU. A mask has one representation, made once in the ingress (``openai/images.py``): a
+``bool`` array of the output's shape (height, width), True where the image may change.
 """
 
 from __future__ import annotations
@@ -11,23 +13,67 @@ from typing import Any
 
 import numpy as np
 
+from deployments.config import ModelConfig
+
+ADAPTERS_PARAM = "lora"  # the request field that names adapters: every error about one points at it
+
+
+@dataclass(frozen=True)
+class AdapterStack:
+    """A request's LoRA adapters, resolved: (name, scale) pairs of configured adapters, each name once.
+
+    Kept in one canonical order whatever the order given (sorted by name, zero scales dropped), so equal stacks are
+    equal values: they share a batch and a multiplexed replica, and the engine's slots give them the same bytes.
+    """
+
+    entries: tuple[tuple[str, float], ...] = ()
+
+    def __post_init__(self) -> None:
+        canonical = tuple(sorted((name, float(scale)) for name, scale in self.entries if scale != 0.0))
+        if len({name for name, _ in canonical}) != len(canonical):
+            raise ValueError(f"an adapter is named twice in {canonical}")
+        object.__setattr__(self, "entries", canonical)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @property
+    def id(self) -> str:
+        """The stack as a string ("" for none): Ray Serve's multiplexed model id and the ``x-lora`` header."""
+        return "+".join(f"{name}:{scale:g}" for name, scale in self.entries)
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where the serving layer sends a request: a served model and the adapters to run it with."""
+
+    model: ModelConfig
+    adapters: AdapterStack = field(default_factory=AdapterStack)
+
 
 @dataclass(frozen=True)
 class ImageRequest:
-    """One validated generation request, as the engine sees it."""
+    """One request as the serving layer resolved it: the engine runs it as given and resolves nothing again."""
 
     prompt: str
     width: int
     height: int
     images: tuple[np.ndarray, ...] = ()
-    mask: np.ndarray | None = None
+    mask: np.ndarray | None = None  # (height, width) bool, True where the image may change
     n: int = 1
     seed: int = 0
     num_inference_steps: int | None = None
     guidance_scale: float | None = None
     step_cache: bool | None = None  # None: the model's setting; False: off for this request
     jpeg_quality: int | None = None  # the client wants JPEG: an engine that encodes on its GPU returns files
-    adapters: tuple[tuple[str, float], ...] = ()  # LoRA stack: (name, scale) sorted by name, as config resolves it
+    adapters: AdapterStack = field(default_factory=AdapterStack)
+
+    def __post_init__(self) -> None:
+        if self.mask is not None and (self.mask.dtype != np.bool_ or self.mask.shape != (self.height, self.width)):
+            raise ValueError(
+                f"mask must be bool of the output's shape {(self.height, self.width)}, got {self.mask.dtype} "
+                f"{self.mask.shape}"
+            )
 
     @property
     def batch_key(self) -> tuple | None:

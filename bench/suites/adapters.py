@@ -44,8 +44,8 @@ from bench.lib.device import cuda_ok, free_cuda, gib, peak_vram_gib, sync
 from bench.lib.pipeline_timing import StepTimer, timed_series
 from bench.lib.requests import UNCACHED, make_request
 from bench.lib.results import Deadline, Results, log
-from deployments.config import AdapterSettings, AdapterSpec, ModelConfig, Shape, stack_id
-from deployments.types import ImageRequest
+from deployments.config import AdapterSettings, AdapterSpec, ModelConfig, Shape
+from deployments.types import AdapterStack, ImageRequest
 
 if TYPE_CHECKING:
     import torch
@@ -118,7 +118,7 @@ def switched_ms(engine: Any, adapter: str | None) -> float:
     """Milliseconds to make ``adapter`` (None: no adapter) the engine's next stack, its copies finished."""
     sync()
     start = time.perf_counter()
-    engine.adapters.activate(((adapter, 1.0),) if adapter else ())
+    engine.adapters.activate(AdapterStack(((adapter, 1.0),) if adapter else ()))
     sync()
     return (time.perf_counter() - start) * 1e3
 
@@ -131,7 +131,7 @@ def compiled_graphs() -> int:
 
 def request(args: argparse.Namespace, adapter: str | None, seed: int = 0, scale: float = 1.0) -> ImageRequest:
     plain = make_request(args.size, args.size, 0, args.steps, seed=seed)
-    return dataclasses.replace(plain, adapters=((adapter, scale),) if adapter else ())
+    return dataclasses.replace(plain, adapters=AdapterStack(((adapter, scale),) if adapter else ()))
 
 
 def sweep_images(engine: Any, args: argparse.Namespace) -> dict[str, np.ndarray]:
@@ -140,7 +140,7 @@ def sweep_images(engine: Any, args: argparse.Namespace) -> dict[str, np.ndarray]
     with engine.adapters.warming():  # a request without adapters runs on the slots' graph, all slots zero
         images = {EMPTY: engine.generate(request(args, None)).images[0]}
     for scale in SCALES:
-        images[stack_id((("b", scale),))] = engine.generate(request(args, "b", scale=scale)).images[0]
+        images[AdapterStack((("b", scale),)).id] = engine.generate(request(args, "b", scale=scale)).images[0]
     return images
 
 
@@ -264,7 +264,7 @@ def reference_images(args: argparse.Namespace, config: ModelConfig, folder: Path
     engine.pipeline.load_lora_weights(str(folder), adapter_name="b")
     for scale in SCALES:
         engine.pipeline.set_adapters(["b"], adapter_weights=[scale])
-        images[stack_id((("b", scale),))] = engine.generate(request(args, None)).images[0]
+        images[AdapterStack((("b", scale),)).id] = engine.generate(request(args, None)).images[0]
     return images
 
 

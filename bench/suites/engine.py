@@ -99,7 +99,7 @@ class Run:
 
     @property
     def guidance(self) -> float:
-        from deployments.engine.generate import FAMILY_DEFAULTS
+        from deployments.engine.flux2_engine import FAMILY_DEFAULTS
 
         return FAMILY_DEFAULTS[self.family][1]
 
@@ -301,8 +301,8 @@ def build_engine(run: Run) -> None:
     loaded = LoadedPipeline(pipeline, run.spec.source, run.family, weights, device, pipeline.transformer.dtype)
     start = time.perf_counter()
     trim_text_encoder(pipeline)  # as load_pipeline does for every served engine (bit for bit the same embeddings)
-    compile_mode = apply_optimizations(pipeline, config, device)
-    engine = Flux2Engine(loaded, config, compile_mode=compile_mode)
+    compiled = apply_optimizations(pipeline, config, device)
+    engine = Flux2Engine(loaded, config, compile=compiled)
     optimized = time.perf_counter()
     warmup_s = warm_up(engine)
     sync()

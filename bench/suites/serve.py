@@ -187,7 +187,7 @@ def plain_diffusers(source: str, side: int, steps: int, n: int) -> dict:
     call alone, and the call plus saving the PNG, each ``n`` times after one untimed call."""
     import torch
 
-    from deployments.engine.generate import FAMILY_DEFAULTS
+    from deployments.engine.flux2_engine import FAMILY_DEFAULTS
     from deployments.engine.synthetic.random_weights import build_random_pipeline
     from deployments.engine.synthetic.tiny import TINY_BUILDERS
 

@@ -2,7 +2,7 @@
 
 Before the transformer is quantised or compiled, :class:`AdapterManager` gives every linear layer of it
 ``max_per_request`` PEFT LoRA *slots*: padded to ``max_rank``, zero until used, and scaled by one shared
-0-dim tensor per slot. A request's canonical stack (sorted by name; entry i in slot i) is applied by
+0-dim tensor per slot. A request's AdapterStack (canonical: sorted by name; entry i in slot i) is applied by
 copying the adapters' weights into their slots and filling the scale tensors in place; unused slots hold
 zeros. A request without adapters runs with the slots disabled: the base model's own graph, so its output
 is the base output byte for byte, at the base speed. The compiled blocks thus have two variants, slots on
@@ -33,7 +33,7 @@ import re
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +44,9 @@ from peft.tuners.lora import LoraLayer
 from peft.utils.other import get_pattern_key
 from torch import nn
 
-from deployments.config import PARAM, AdapterSettings, AdapterSpec
+from deployments.config import AdapterSettings, AdapterSpec
 from deployments.errors import InvalidRequest, NotFound
-from deployments.types import AdapterStats
+from deployments.types import ADAPTERS_PARAM, AdapterStack, AdapterStats
 
 logger = logging.getLogger(__name__)
 
@@ -88,21 +88,21 @@ class AdapterManager:
         """Adapters in device memory, least recently used first."""
         return tuple(self._resident)
 
-    def activate(self, requested: Sequence[tuple[str, float | None]]) -> float:
-        """Make ``requested`` the adapters of the next pipeline call and return the seconds this took.
+    def activate(self, adapters: AdapterStack) -> float:
+        """Make ``adapters`` the adapters of the next pipeline call and return the seconds this took.
 
         Adapters not resident are loaded first; one that cannot be raises NotFound / InvalidRequest with the
-        slots as they were. ``()`` disables the slots: the base model's graph and output, byte for byte.
+        slots as they were. An empty AdapterStack disables the slots: the base model's graph and output, byte for byte.
         """
         start = time.perf_counter()
-        stack = self.settings.resolve(requested)
-        keep = {name for name, _ in stack}
-        weights = [self._resident_weights(name, keep) for name, _ in stack]
+        self._check_current(adapters)
+        keep = {name for name, _ in adapters.entries}
+        weights = [self._resident_weights(name, keep) for name, _ in adapters.entries]
         swap_start = time.perf_counter()
-        enabled = bool(stack) or self._warming
+        enabled = bool(adapters) or self._warming
         with torch.no_grad():
             for index, slot in enumerate(self._slots if enabled else ()):
-                name, scale = stack[index] if index < len(stack) else (None, 0.0)
+                name, scale = adapters.entries[index] if index < len(adapters) else (None, 0.0)
                 if self._slot_names[index] != name:
                     self._write_slot(slot, weights[index] if name else {})
                     self._slot_names[index] = name
@@ -113,6 +113,24 @@ class AdapterManager:
             self._enable(enabled)
         self.stats.swap_s += time.perf_counter() - swap_start
         return time.perf_counter() - start
+
+    def _check_current(self, adapters: AdapterStack) -> None:
+        """The serving layer resolved ``adapters`` against the settings this model last described; a reconfigure since
+        may have removed one of its adapters or lowered ``max_scale``: such adapters are refused, never run."""
+        for name, scale in adapters.entries:
+            if name not in self._specs:
+                served = ", ".join(sorted(self._specs)) or "none"
+                raise NotFound(
+                    f"LoRA adapter {name!r} is not served by this model now; it serves: {served}",
+                    param=ADAPTERS_PARAM,
+                    code="adapter_not_found",
+                )
+            if abs(scale) > self.settings.max_scale:
+                raise InvalidRequest(
+                    f"scale {scale} of LoRA adapter {name!r} is over this model's max_scale {self.settings.max_scale}",
+                    param=ADAPTERS_PARAM,
+                    code="invalid_adapter_scale",
+                )
 
     def reconfigure(self, settings: AdapterSettings) -> None:
         """Serve the adapters and bounds of ``settings`` from now on, on the slots already installed and compiled.
@@ -200,7 +218,7 @@ class AdapterManager:
             logger.error("LoRA adapter %r: cannot read %s: %s", spec.name, spec.source, exc)
             raise NotFound(
                 f"LoRA adapter {spec.name!r} is configured but its safetensors weights cannot be read",
-                param=PARAM,
+                param=ADAPTERS_PARAM,
                 code="adapter_source_not_found",
             ) from exc
         except Exception as exc:  # whatever a malformed file makes safetensors or a format converter raise
@@ -314,4 +332,6 @@ def _peft_scale(name: str, metadata: dict[str, Any], module: str, rank: int) -> 
 
 
 def _invalid(name: str, reason: str) -> InvalidRequest:
-    return InvalidRequest(f"LoRA adapter {name!r} cannot be used: {reason}", param=PARAM, code="invalid_adapter")
+    return InvalidRequest(
+        f"LoRA adapter {name!r} cannot be used: {reason}", param=ADAPTERS_PARAM, code="invalid_adapter"
+    )

@@ -1,8 +1,8 @@
 """Masked edits for every FLUX.2 family: latent-space masked denoising plus a feathered pixel composite.
 
-Request semantics (OpenAI ``mask``): the mask arrives as an (H, W) uint8 array, 255 = editable, the
-size of the FIRST reference image, which is the image being edited. The output may have another
-size, so the source image and the mask are both resized to the output size first.
+Request semantics (OpenAI ``mask``): the mask marks what may change in the FIRST reference image, the image
+being edited. It arrives as ``ImageRequest.mask``, bool at the output size (the ingress brought it there); the
+output may have another size than the source, so the source is resized to the output size first.
 
 Method, the same for dev and klein:
 
@@ -52,7 +52,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from deployments.engine.conditioning import Conditioning
-from deployments.engine.flux2 import StepCallback, call_pipeline, decode_latents, seed_generators
+from deployments.engine.pipeline_call import StepCallback, call_pipeline, decode_latents, seed_generators
 from deployments.engine.pixels import to_uint8
 from deployments.engine.progress import chain
 from deployments.errors import InvalidRequest
@@ -71,13 +71,6 @@ def resize_source(image: np.ndarray, width: int, height: int) -> np.ndarray:
     if image.shape[:2] == (height, width):
         return image
     return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.LANCZOS), dtype=np.uint8)
-
-
-def resize_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
-    """The (H, W) uint8 mask (255 = editable) at the output size, as a binary float32 array (1 = editable)."""
-    if mask.shape != (height, width):
-        mask = np.asarray(Image.fromarray(mask).resize((width, height), Image.Resampling.BILINEAR))
-    return (mask >= 128).astype(np.float32)
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -206,7 +199,7 @@ def run_masked_edit(
         raise InvalidRequest("a mask needs an image to edit", param="mask", code="invalid_mask")
     width, height = request.width, request.height
     source = resize_source(request.images[0], width, height)
-    mask = resize_mask(request.mask, width, height)
+    mask = request.mask.astype(np.float32)  # 1 = editable, for the blends' arithmetic
     keys = conditioning.reference_keys(request.images)
 
     generators = seed_generators([request])

@@ -42,10 +42,9 @@ import torch
 import torch.distributed as dist
 from diffusers import ContextParallelConfig
 
-from deployments.config import ContextParallel as ContextParallelOptions
-from deployments.config import ModelConfig
+from deployments.config import ContextParallel, ModelConfig
 from deployments.engine.attention import FA3_BACKENDS, FA3_NOT_SPLIT
-from deployments.engine.generate import Flux2Engine
+from deployments.engine.flux2_engine import Flux2Engine
 from deployments.engine.load import LoadedPipeline, ModelLoadError, load_pipeline
 from deployments.engine.memory import MemoryManager, configure_allocator
 from deployments.engine.optimize import apply_optimizations
@@ -80,7 +79,7 @@ RING_BACKENDS = frozenset(
 _SHARD_ERROR = "divisible by mesh size"  # diffusers' EquipartitionSharder assertion
 
 
-def diffusers_config(options: ContextParallelOptions) -> ContextParallelConfig:
+def diffusers_config(options: ContextParallel) -> ContextParallelConfig:
     if options.mode == "ulysses":
         return ContextParallelConfig(ulysses_degree=options.degree, ulysses_anything=options.any_length)
     return ContextParallelConfig(ring_degree=options.degree, ring_anything=options.any_length)
@@ -128,7 +127,7 @@ def init_process_group(
     return device
 
 
-def check_supported(loaded: LoadedPipeline, config: ModelConfig, options: ContextParallelOptions) -> None:
+def check_supported(loaded: LoadedPipeline, config: ModelConfig, options: ContextParallel) -> None:
     """Refuse, before any collective, what context parallelism cannot run."""
     name = type(loaded.pipeline).__name__
     if name not in CP_PIPELINES:
@@ -163,7 +162,7 @@ def _cpu_device_count() -> Iterator[None]:
         yield
 
 
-def enable_context_parallel(transformer: torch.nn.Module, options: ContextParallelOptions) -> None:
+def enable_context_parallel(transformer: torch.nn.Module, options: ContextParallel) -> None:
     """``transformer.enable_parallelism`` over the default process group (all ranks call it together)."""
     if not dist.is_initialized():
         raise RuntimeError("torch.distributed must be initialised before enabling context parallelism")
@@ -185,7 +184,7 @@ class ContextParallelEngine(Flux2Engine):
     rules all ranks must follow.
     """
 
-    def __init__(self, loaded: LoadedPipeline, config: ModelConfig, options: ContextParallelOptions, **kwargs):
+    def __init__(self, loaded: LoadedPipeline, config: ModelConfig, options: ContextParallel, **kwargs):
         super().__init__(loaded, config, **kwargs)
         self.options = options
         self.rank = dist.get_rank()
@@ -197,14 +196,14 @@ class ContextParallelEngine(Flux2Engine):
         self.fan_out: FanOut | None = None
 
     @classmethod
-    def from_config(cls, config: ModelConfig, options: ContextParallelOptions | None = None) -> ContextParallelEngine:
+    def from_config(cls, config: ModelConfig, options: ContextParallel | None = None) -> ContextParallelEngine:
         """Load, split and optimise; every rank calls this together (the mesh is built collectively).
 
         ``options`` default to ``config.context_parallel``.
         """
         options = options or config.context_parallel
         if options is None:
-            raise ModelLoadError("context parallelism needs ContextParallelOptions (or config.context_parallel)")
+            raise ModelLoadError("context parallelism needs ContextParallel options (or config.context_parallel)")
         configure_allocator()
         start = time.perf_counter()
         loaded = load_pipeline(config)
@@ -214,7 +213,7 @@ class ContextParallelEngine(Flux2Engine):
         if config.attention_backend:  # enable_parallelism checks the backend in effect
             transformer.set_attention_backend(config.attention_backend)
         enable_context_parallel(transformer, options)
-        compile_mode = apply_optimizations(loaded.pipeline, config, loaded.device)
+        compiled = apply_optimizations(loaded.pipeline, config, loaded.device)
         load_s = time.perf_counter() - start
         logger.info(
             "rank %d/%d: %s ready to warm up in %.2fs, context parallel %s x%d",
@@ -225,7 +224,7 @@ class ContextParallelEngine(Flux2Engine):
             options.mode,
             options.degree,
         )
-        return cls(loaded, config, options, compile_mode=compile_mode, load_s=load_s)
+        return cls(loaded, config, options, compile=compiled, load_s=load_s)
 
     def generate_batch(self, requests: list[ImageRequest], reporter: StepReporter | None = None) -> list[ImageResult]:
         """Validate and run on this rank (which leads the others when :attr:`fan_out` is set)."""

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from deployments.engine.flux2 import StepCallback, decode_latents
+from deployments.engine.pipeline_call import StepCallback, decode_latents
 from deployments.types import PartialImage, StepProgress
 
 

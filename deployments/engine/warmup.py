@@ -10,7 +10,7 @@ import numpy as np
 from torch._dynamo.utils import calculate_time_spent
 
 from deployments.config import Shape
-from deployments.engine.generate import Flux2Engine
+from deployments.engine.flux2_engine import Flux2Engine
 from deployments.engine.vae import warm_general_decode
 from deployments.types import ImageRequest
 
@@ -57,7 +57,7 @@ def warm_up(engine: Flux2Engine, shapes: tuple[Shape, ...] | None = None) -> dic
     include torch's own count of the compile time they held (``compile:*``).
     """
     shapes = engine.config.warmup_shapes if shapes is None else shapes
-    compiled = engine.compile_mode != "none" or bool(engine.config.compile_vae or engine.config.compile_text_encoder)
+    compiled = engine.compile != "none" or bool(engine.config.compile_vae or engine.config.compile_text_encoder)
     times: dict[str, float] = {}
     compiled_before = calculate_time_spent()
     start = time.perf_counter()

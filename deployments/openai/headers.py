@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deployments.openai.serving import Route
-from deployments.types import ImageRequest, ImageResult
+from deployments.types import ImageRequest, ImageResult, Route
 
 
 @dataclass(frozen=True)
@@ -43,7 +42,7 @@ def image_headers(target: Route, result: ImageResult, clock: Clock) -> dict[str,
     return {
         "x-model": target.model.served_name,
         "x-model-weights": result.weights,
-        "x-lora": target.multiplexed_id,
+        "x-lora": target.adapters.id,
         "x-seed": str(result.seed),
         "x-num-inference-steps": str(result.num_inference_steps),
         "x-mask-applied": str(result.mask_applied).lower(),
@@ -58,4 +57,4 @@ def image_headers(target: Route, result: ImageResult, clock: Clock) -> dict[str,
 
 def stream_headers(target: Route, request: ImageRequest) -> dict[str, str]:
     """The headers of a streamed request: sent before the result, so only what the request fixed."""
-    return {"x-model": target.model.served_name, "x-seed": str(request.seed), "x-lora": target.multiplexed_id}
+    return {"x-model": target.model.served_name, "x-seed": str(request.seed), "x-lora": target.adapters.id}

@@ -116,10 +116,22 @@ def _rgb_array(image: Image.Image, limits: Limits, param: str) -> np.ndarray:
 def decode_mask(data: bytes, limits: Limits, size: tuple[int, int]) -> np.ndarray:
     """OpenAI mask semantics: a PNG whose fully transparent pixels (alpha 0) are editable.
 
-    Returns an (H, W) uint8 array, 255 where the image may change. The mask must have the size
-    (width, height) of the first image.
+    Returns an (H, W) bool array, True where the image may change. The mask must have the size
+    (width, height) of the first image; :func:`mask_at` brings it to the output's.
     """
     return _decode(data, limits, "mask", MASK_FORMATS, lambda image: _editable_array(image, size))
+
+
+def mask_at(editable: np.ndarray, width: int, height: int) -> np.ndarray:
+    """An (H, W) mask (nonzero = editable) as ``ImageRequest.mask``: bool at the output size.
+
+    A resize is bilinear over 0/255, then a pixel is editable when it is at least half covered (Pillow resizes a
+    binary image by nearest neighbour only, which would step the edge).
+    """
+    levels = np.where(editable, 255, 0).astype(np.uint8)
+    if levels.shape != (height, width):
+        levels = np.asarray(Image.fromarray(levels).resize((width, height), Image.Resampling.BILINEAR))
+    return levels >= 128
 
 
 def _editable_array(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
@@ -135,8 +147,7 @@ def _editable_array(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
             param="mask",
             code="invalid_mask",
         )
-    alpha = np.asarray(image.convert("RGBA"), dtype=np.uint8)[..., 3]
-    editable = np.where(alpha == 0, 255, 0).astype(np.uint8)
+    editable = np.asarray(image.convert("RGBA"), dtype=np.uint8)[..., 3] == 0
     if not editable.any():
         raise InvalidRequest(
             "mask has no transparent pixels, so nothing may be edited", param="mask", code="invalid_mask"

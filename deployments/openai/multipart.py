@@ -18,7 +18,7 @@ from deployments.errors import InvalidRequest
 
 IMAGE_FIELDS = ("image", "image[]")
 MASK_FIELD = "mask"
-LORA_NAME, LORA_SCALE = "lora[][name]", "lora[][scale]"
+ADAPTER_NAME_FIELD, ADAPTER_SCALE_FIELD = "lora[][name]", "lora[][scale]"
 MAX_TEXT_FIELDS = 64
 EXTRA_FILES = 8  # beyond the references: room for the mask and stray files, which are then refused by name
 
@@ -42,11 +42,11 @@ async def parse_edit_form(body: bytes, content_type: str, limits: Limits) -> Edi
     fields: dict[str, Any] = {}
     images: list[bytes] = []
     mask: bytes | None = None
-    lora: dict[str, list[str]] = {LORA_NAME: [], LORA_SCALE: []}
+    adapter_fields: dict[str, list[str]] = {ADAPTER_NAME_FIELD: [], ADAPTER_SCALE_FIELD: []}
     try:
         for key, value in form.multi_items():
-            if key in lora and isinstance(value, str):  # repeated by design: one a LoRA adapter
-                lora[key].append(value)
+            if key in adapter_fields and isinstance(value, str):  # repeated by design: one a LoRA adapter
+                adapter_fields[key].append(value)
             elif key in IMAGE_FIELDS or key == MASK_FIELD:
                 data = await value.read() if isinstance(value, UploadFile) else value.encode()
                 if key == MASK_FIELD and mask is not None:
@@ -63,14 +63,14 @@ async def parse_edit_form(body: bytes, content_type: str, limits: Limits) -> Edi
                 fields[key] = value
     finally:
         await form.close()
-    if lora[LORA_NAME] or lora[LORA_SCALE]:
+    if adapter_fields[ADAPTER_NAME_FIELD] or adapter_fields[ADAPTER_SCALE_FIELD]:
         if "lora" in fields:
             raise InvalidRequest("send lora as lora[][name] fields only", param="lora", code="invalid_value")
-        fields["lora"] = form_lora(lora[LORA_NAME], lora[LORA_SCALE])
+        fields["lora"] = form_adapters(adapter_fields[ADAPTER_NAME_FIELD], adapter_fields[ADAPTER_SCALE_FIELD])
     return fields, images, mask
 
 
-def form_lora(names: list[str], scales: list[str]) -> list[dict[str, str]]:
+def form_adapters(names: list[str], scales: list[str]) -> list[dict[str, str]]:
     """``lora`` from multipart's ``lora[][name]`` / ``lora[][scale]`` fields, as the openai client flattens a list
     of objects: the scales pair with the names by order, so there must be one for every name or none."""
     if scales and len(scales) != len(names):

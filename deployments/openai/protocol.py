@@ -30,7 +30,7 @@ def _form_bool(value: Any, info: ValidationInfo) -> Any:
 StrictFormBool = Annotated[bool, BeforeValidator(_form_bool)]
 
 
-class LoraRef(BaseModel):
+class AdapterRef(BaseModel):
     """One LoRA adapter of the request's model, by name, at a strength (default: the adapter's configured one)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -67,7 +67,7 @@ class ImageParams(BaseModel):
     num_inference_steps: int | None = Field(default=None, ge=1, description="default: the model's")
     guidance_scale: float | None = Field(default=None, ge=0.0, allow_inf_nan=False, description="default: the model's")
     step_cache: StrictFormBool | None = Field(default=None, description="false: run this request without step caching")
-    lora: list[LoraRef] | None = Field(
+    lora: list[AdapterRef] | None = Field(
         default=None,
         max_length=8,
         description="LoRA adapters to stack, beside one named in model as <model>/<adapter>; multipart: repeat "
@@ -162,10 +162,19 @@ class ModelLimits(BaseModel):
     max_steps: int
 
 
+class ModelAdapters(BaseModel):
+    """The LoRA adapters a request may name on this model (``lora``, or ``<model>/<adapter>`` as its model)."""
+
+    adapters: list[str]
+    max_per_request: int
+    max_scale: float
+
+
 class ModelCard(BaseModel):
     """One entry of ``GET /v1/models``: the OpenAI model object plus what this server knows of the model.
 
-    The fields after ``is_demo`` come from a running replica and are absent until one has described itself.
+    ``family``, ``default_steps``, ``default_guidance_scale`` and the extra fields (the replica's ``ModelInfo``)
+    come from a running replica and are absent or null until one has described itself.
     """
 
     model_config = ConfigDict(extra="allow")
@@ -184,6 +193,10 @@ class ModelCard(BaseModel):
     family: str | None = None
     default_steps: int | None = None
     default_guidance_scale: float | None = None
+    lora: ModelAdapters
+    adapter: str | None = Field(
+        default=None, exclude_if=lambda name: name is None, description="an adapter's own model: its name"
+    )
 
 
 class ModelList(BaseModel):

@@ -1,6 +1,7 @@
 """From validated OpenAI requests to engine requests, and from engine results to OpenAI responses.
 
-Ray-free, torch-free and HTTP-free: the ingress is a thin FastAPI layer over these functions.
+Ray-free, torch-free and HTTP-free: the ingress is a thin FastAPI layer over these functions. Where a request goes
+(its ``model`` and ``lora``) is resolved beside this, in ``routing.py``.
 """
 
 from __future__ import annotations
@@ -9,54 +10,51 @@ import base64
 import json
 import secrets
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from deployments.config import AdapterStack, Limits, ModelConfig, stack_id, weights_label
-from deployments.errors import InvalidRequest, NotFound
+from deployments.config import Limits, ModelConfig, weights_label
+from deployments.errors import InvalidRequest
 from deployments.openai.images import (
     auto_size,
     decode_mask,
     encode_image,
+    mask_at,
     output_quality,
     parse_size,
 )
-from deployments.openai.protocol import ImageParams, ModelLimits
+from deployments.openai.protocol import ImageParams, ModelCard, ModelLimits
 from deployments.openai.references import ReferenceCache
-from deployments.types import EncodedImage, ImageRequest, ImageResult
+from deployments.types import EncodedImage, ImageRequest, ImageResult, Route
 
 
-def model_cards(model: ModelConfig, limits: Limits, described: dict[str, Any] | None) -> list[dict[str, Any]]:
+def model_cards(model: ModelConfig, limits: Limits, described: dict[str, Any] | None) -> list[ModelCard]:
     """``GET /v1/models`` entries of one model: its own, then one per LoRA adapter (``<model>/<adapter>``, with
     the model as ``parent``). What the config says, then what a replica said of itself (when one has)."""
     weights = weights_label(model.source)
-    lora = model.lora
-    card = {
-        "id": model.served_name,
-        "object": "model",
-        "created": 0,
-        "owned_by": "flux2-serve",
-        "parent": None,
-        "streaming": True,  # stream=true is served; the playground uses it when this says so
-        "weights": weights,
-        "is_demo": weights != "pretrained",
-        "default_size": "{}x{}".format(*model.default_size),
-        "warmup_shapes": [shape.model_dump() for shape in model.warmup_shapes],
-        "limits": {key: getattr(limits, key) for key in ModelLimits.model_fields},
-        "lora": {
-            "adapters": [spec.name for spec in lora.adapters],
-            "max_per_request": lora.max_per_request,
-            "max_scale": lora.max_scale,
-        },
-    }
-    base = {**card, **(described or {}), "id": model.served_name}
-    adapters = [
-        {**base, "id": f"{model.served_name}/{spec.name}", "parent": model.served_name, "adapter": spec.name}
-        for spec in lora.adapters
+    adapters = model.lora
+    card = ModelCard.model_validate(
+        {
+            "weights": weights,
+            "is_demo": weights != "pretrained",
+            "default_size": "{}x{}".format(*model.default_size),
+            "warmup_shapes": [shape.model_dump() for shape in model.warmup_shapes],
+            "limits": {key: getattr(limits, key) for key in ModelLimits.model_fields},
+            "lora": {
+                "adapters": [spec.name for spec in adapters.adapters],
+                "max_per_request": adapters.max_per_request,
+                "max_scale": adapters.max_scale,
+            },
+            **(described or {}),
+            "id": model.served_name,
+        }
+    )
+    own = [
+        card.model_copy(update={"id": f"{card.id}/{spec.name}", "parent": card.id, "adapter": spec.name})
+        for spec in adapters.adapters
     ]
-    return [base, *adapters]
+    return [card, *own]
 
 
 def check_params(params: ImageParams, limits: Limits) -> None:
@@ -98,45 +96,6 @@ def check_params(params: ImageParams, limits: Limits) -> None:
         raise InvalidRequest("partial_images needs stream=true", param="partial_images", code="invalid_value")
 
 
-@dataclass(frozen=True)
-class Route:
-    """Where a request goes: a served model, and the LoRA stack to run it with."""
-
-    model: ModelConfig
-    adapters: AdapterStack = ()
-
-    @property
-    def multiplexed_id(self) -> str:
-        """Ray Serve's multiplexing key: requests with one stack go to a replica already holding it."""
-        return stack_id(self.adapters)
-
-
-def route(params: ImageParams, models: dict[str, ModelConfig], default: str) -> Route:
-    """The model a request names: a served id, or ``<id>/<adapter>`` (an adapter is a model, as the OpenAI API
-    sees it), plus the adapters of its ``lora`` field."""
-    name = params.model or default
-    adapter = None
-    if name not in models:
-        base, _, adapter = name.rpartition("/")
-        if base not in models or adapter not in {spec.name for spec in models[base].lora.adapters}:
-            raise NotFound(
-                f"The model '{name}' does not exist. Available: {sorted(model_ids(models))}",
-                param="model",
-                code="model_not_found",
-            )
-        name = base
-    requested = [(adapter, None)] if adapter else []
-    requested += [(ref.name, ref.scale) for ref in params.lora or ()]
-    return Route(models[name], models[name].lora.resolve(requested))
-
-
-def model_ids(models: dict[str, ModelConfig]) -> list[str]:
-    """Every id a request may send: each model, then each of its adapters as ``<model>/<adapter>``."""
-    return [
-        f"{name}{suffix}" for name, m in models.items() for suffix in ["", *(f"/{a.name}" for a in m.lora.adapters)]
-    ]
-
-
 def build_generation_request(params: ImageParams, limits: Limits, target: Route) -> ImageRequest:
     check_params(params, limits)
     width, height = parse_size(params.size, limits) or target.model.default_size
@@ -165,9 +124,10 @@ def build_edit_request(
     param = "image" if len(images) == 1 else "image[{}]"
     arrays = tuple(references.decode(data, limits, param.format(i)) for i, data in enumerate(images))
     first_h, first_w = arrays[0].shape[:2]
-    decoded_mask = decode_mask(mask, limits, (first_w, first_h)) if mask is not None else None
+    editable = decode_mask(mask, limits, (first_w, first_h)) if mask is not None else None
     width, height = parse_size(params.size, limits) or auto_size(first_w, first_h, limits)
-    return ImageRequest(width=width, height=height, images=arrays, mask=decoded_mask, **_request_fields(params, target))
+    mask_out = mask_at(editable, width, height) if editable is not None else None
+    return ImageRequest(width=width, height=height, images=arrays, mask=mask_out, **_request_fields(params, target))
 
 
 def _request_fields(params: ImageParams, target: Route) -> dict[str, Any]:

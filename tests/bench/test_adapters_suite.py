@@ -16,6 +16,7 @@ from bench.suites.adapters import EMPTY, SCALES, SWITCHES, write_adapter
 from deployments.config import AdapterSettings, AdapterSpec
 from deployments.engine.adapters import AdapterManager
 from deployments.engine.synthetic.tiny import build_tiny_klein
+from deployments.types import AdapterStack
 
 
 @pytest.mark.usefixtures("one_torch_thread")
@@ -28,7 +29,7 @@ def test_random_adapter_is_a_peft_file_on_every_slot_layer(tmp_path: Path) -> No
     layers = [module for module in pipeline.transformer.modules() if isinstance(module, LoraLayer)]
     assert len(state_dict) == 2 * len(layers)  # A and B on every linear layer the slots wrap
     assert metadata["transformer.r"] == metadata["transformer.lora_alpha"] == 3
-    assert manager.activate([("a", 1.0)]) > 0 and manager.stats.loads == 1
+    assert manager.activate(AdapterStack((("a", 1.0),))) > 0 and manager.stats.loads == 1
 
 
 def test_every_section_runs_and_fp8_fails_alone(bench: Callable, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from bench.suites.soak import build_parser, print_table, run, write_adapters
 from deployments.config import AdapterSettings, AdapterSpec
 from deployments.engine.adapters import AdapterManager
 from deployments.engine.synthetic.tiny import build_tiny_klein
+from deployments.types import AdapterStack
 
 SOAK = (
     *("--duration", "20", "--workers", "2", "--burst", "6", "--max-n", "2"),
@@ -55,4 +56,4 @@ def test_written_adapters_load_into_the_engines_slots(tmp_path: Path) -> None:
     specs = [AdapterSpec(name=folder.name, source=str(folder)) for folder in folders]
     settings = AdapterSettings(adapters=specs, max_rank=4, max_per_request=2, max_loaded=2)
     manager = AdapterManager(build_tiny_klein(), settings)
-    assert manager.activate([("a", 1.0), ("b", 0.5)]) > 0 and manager.stats.loads == 2
+    assert manager.activate(AdapterStack((("a", 1.0), ("b", 0.5)))) > 0 and manager.stats.loads == 2

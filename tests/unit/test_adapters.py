@@ -12,12 +12,13 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from deployments.config import AdapterSettings, AdapterSpec, ModelConfig, stack_id
+from deployments.config import AdapterSettings, AdapterSpec, ModelConfig
 from deployments.engine.adapters import AdapterManager
 from deployments.engine.fp8 import Fp8Linear, swap_linears
 from deployments.engine.optimize import apply_optimizations
 from deployments.engine.synthetic.tiny import build_tiny_klein
 from deployments.errors import InvalidRequest, NotFound
+from deployments.types import AdapterStack
 from tests.lora_files import save_kohya_lora, save_peft_lora
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -66,6 +67,11 @@ def files(tmp_path_factory) -> dict[str, Path]:
     }
 
 
+def adapters(*entries: tuple[str, float]) -> AdapterStack:
+    """A request's adapters as the serving layer hands them over (tests/unit/test_routing.py covers that)."""
+    return AdapterStack(entries)
+
+
 def _settings(files: dict[str, Path], **limits: object) -> AdapterSettings:
     specs = [AdapterSpec(name=name, source=str(path)) for name, path in files.items()]
     return AdapterSettings(adapters=specs, **{"max_rank": 8, **limits})
@@ -76,16 +82,16 @@ def test_no_adapters_gives_the_base_output_byte_for_byte(files) -> None:
     base = _image(pipeline)
     manager = AdapterManager(pipeline, _settings(files, max_per_request=2))
     with manager.warming():  # the slots on, empty
-        manager.activate(())
+        manager.activate(adapters())
         assert torch.equal(_image(pipeline), base), "empty slots changed the base output"
-    manager.activate([("a", 1.0), ("b", 0.5)])
+    manager.activate(adapters(("a", 1.0), ("b", 0.5)))
     assert not torch.equal(_image(pipeline), base)
     for stack in [(), [("a", 0.0)]]:  # back to none, and a zero scale (dropped)
-        manager.activate(stack)
+        manager.activate(adapters(*stack))
         assert torch.equal(_image(pipeline), base), f"{stack} after adapters is not the base output"
-    manager.activate([("b", 1.0)])
+    manager.activate(adapters(("b", 1.0)))
     with manager.warming():  # b's slot emptied, a's too
-        manager.activate(())
+        manager.activate(adapters())
         assert torch.equal(_image(pipeline), base), "slots emptied after adapters still change the output"
 
 
@@ -95,10 +101,10 @@ def test_a_model_without_adapters_gets_no_slots() -> None:
     manager = AdapterManager(pipeline, AdapterSettings())
     assert not any("lora" in name for name, _ in pipeline.transformer.named_modules())
     with manager.warming():
-        manager.activate(())
+        manager.activate(adapters())
     assert torch.equal(_image(pipeline), base)
     with pytest.raises(NotFound, match="serves: none"):
-        manager.activate([("a", 1.0)])
+        manager.activate(adapters(("a", 1.0)))
 
 
 def test_adapters_change_the_output_by_name_and_scale(files) -> None:
@@ -106,8 +112,8 @@ def test_adapters_change_the_output_by_name_and_scale(files) -> None:
     manager = AdapterManager(pipeline, _settings(files, max_per_request=2))
     outputs = {}
     for stack in [(), [("a", 1.0)], [("a", 0.5)], [("b", 1.0)], [("a", 1.0), ("b", 1.0)]]:
-        manager.activate(stack)
-        outputs[stack_id(manager.settings.resolve(stack))] = _image(pipeline)
+        manager.activate(adapters(*stack))
+        outputs[adapters(*stack).id] = _image(pipeline)
     names = list(outputs)
     for i, first in enumerate(names):
         for second in names[i + 1 :]:
@@ -122,11 +128,11 @@ def test_slots_match_diffusers_own_lora_loading(files) -> None:
     for name in ["a", "c", "kohya"]:
         reference = _pipeline()
         reference.load_lora_weights(str(files[name]), adapter_name=name)
-        manager.activate([(name, 1.0)])
+        manager.activate(adapters((name, 1.0)))
         torch.testing.assert_close(_image(pipeline), _image(reference), atol=2e-5, rtol=0)
-    manager.activate([("kohya", 1.0)])
+    manager.activate(adapters(("kohya", 1.0)))
     kohya = _image(pipeline)
-    manager.activate([("kohya_twin", 1.0)])
+    manager.activate(adapters(("kohya_twin", 1.0)))
     assert torch.equal(_image(pipeline), kohya), "kohya names converted differently from their diffusers twin"
 
 
@@ -150,7 +156,7 @@ def test_a_scale_sweep_matches_diffusers_and_the_effect_grows_with_the_scale(fil
     reference.load_lora_weights(str(files["trained"]), adapter_name="trained")
     distances = {}
     for scale in (0.25, 1.0, 2.0, 4.0):
-        manager.activate([("trained", scale)])
+        manager.activate(adapters(("trained", scale)))
         reference.set_adapters(["trained"], adapter_weights=[scale])
         image = _image(pipeline)
         torch.testing.assert_close(
@@ -167,27 +173,27 @@ def test_a_scale_sweep_matches_diffusers_and_the_effect_grows_with_the_scale(fil
 def test_a_request_gets_the_same_bytes_whatever_ran_before(files) -> None:
     pipeline = _pipeline()
     manager = AdapterManager(pipeline, _settings(files, max_per_request=2))
-    manager.activate([("a", 1.0), ("b", 0.7)])
+    manager.activate(adapters(("a", 1.0), ("b", 0.7)))
     fresh = _image(pipeline)
     for stack in [[("b", 1.0)], [("c", 2.0), ("a", -1.0)], [("kohya", 1.0)], ()]:
-        manager.activate(stack)
+        manager.activate(adapters(*stack))
         _image(pipeline)
-    manager.activate([("b", 0.7), ("a", 1.0)])  # the other order: one canonical stack
+    manager.activate(adapters(("b", 0.7), ("a", 1.0)))  # the other order: one canonical stack
     assert torch.equal(_image(pipeline), fresh), "earlier requests leaked into this one"
 
 
 def test_least_recently_used_adapter_is_evicted(files) -> None:
     pipeline = _pipeline()
     manager = AdapterManager(pipeline, _settings(files, max_loaded=2))
-    manager.activate([("b", 1.0)])
+    manager.activate(adapters(("b", 1.0)))
     first_b = _image(pipeline)
     for name in ["a", "b", "c"]:  # b is used again before c arrives: a is the one evicted
-        manager.activate([(name, 1.0)])
+        manager.activate(adapters((name, 1.0)))
     assert manager.resident == ("b", "c")
     assert (manager.stats.loads, manager.stats.hits, manager.stats.evictions) == (3, 1, 1)
-    manager.activate([("a", 1.0)])
+    manager.activate(adapters(("a", 1.0)))
     assert manager.resident == ("c", "a") and manager.stats.evictions == 2
-    manager.activate([("b", 1.0)])
+    manager.activate(adapters(("b", 1.0)))
     assert manager.stats.loads == 5
     assert torch.equal(_image(pipeline), first_b), "a reloaded adapter gives other bytes"
     assert manager.stats.load_s > 0 and manager.stats.swap_s > 0
@@ -199,18 +205,18 @@ def test_reconfigure_serves_a_new_adapter_list_on_the_same_slots(files) -> None:
     pipeline = _pipeline()
     subset = {name: files[name] for name in ("a", "b")}
     manager = AdapterManager(pipeline, _settings(subset, max_loaded=2))
-    manager.activate([("a", 1.0)])
+    manager.activate(adapters(("a", 1.0)))
     image_a = _image(pipeline)
-    manager.activate([("b", 1.0)])
+    manager.activate(adapters(("b", 1.0)))
     image_b = _image(pipeline)
     swapped = [AdapterSpec(name="a", source=str(files["b"])), AdapterSpec(name="c", source=str(files["c"]))]
     manager.reconfigure(AdapterSettings(adapters=swapped, max_rank=8, max_loaded=1))
     assert manager.resident == ()  # a's source changed and b is gone: both dropped
-    manager.activate([("a", 1.0)])
+    manager.activate(adapters(("a", 1.0)))
     assert torch.equal(_image(pipeline), image_b), "a still ran its old weights"
     with pytest.raises(NotFound):
-        manager.activate([("b", 1.0)])
-    manager.activate([("c", 1.0)])
+        manager.activate(adapters(("b", 1.0)))
+    manager.activate(adapters(("c", 1.0)))
     assert manager.resident == ("c",)  # max_loaded 1
     assert not torch.equal(_image(pipeline), image_a)
     for other_slots in ({"max_rank": 16}, {"max_per_request": 2, "max_loaded": 2}):
@@ -218,6 +224,11 @@ def test_reconfigure_serves_a_new_adapter_list_on_the_same_slots(files) -> None:
             manager.reconfigure(AdapterSettings(adapters=swapped, **{"max_rank": 8, **other_slots}))
     with pytest.raises(ValueError, match="no adapter slots"):
         AdapterManager(_pipeline(), AdapterSettings()).reconfigure(_settings(subset))
+    # A request routed before the ingress heard of a lower max_scale is refused, not run at the old bound.
+    manager.reconfigure(AdapterSettings(adapters=swapped, max_rank=8, max_loaded=1, max_scale=1.0))
+    with pytest.raises(InvalidRequest) as raised:
+        manager.activate(adapters(("c", 2.0)))
+    assert (raised.value.param, raised.value.code) == ("lora", "invalid_adapter_scale")
 
 
 class _Payload:
@@ -289,39 +300,20 @@ def test_bad_adapters_are_refused_and_the_model_stays_healthy(files, tmp_path) -
     pipeline = _pipeline()
     base = _image(pipeline)
     manager = AdapterManager(pipeline, settings)
-    manager.activate([("a", 1.0)])
+    manager.activate(adapters(("a", 1.0)))
     with_a = _image(pipeline)
     for name, (_, error, message) in bad.items():
         with pytest.raises(error, match=message) as raised:
-            manager.activate([(name, 1.0)])
+            manager.activate(adapters((name, 1.0)))
         assert raised.value.param == "lora" and raised.value.code, name
         assert manager.resident == ("a",), f"{name} became resident"
         assert torch.equal(_image(pipeline), with_a), f"refusing {name} changed the active adapter"
     assert not marker.exists(), "a pickle was unpickled"
     assert manager.stats.load_failures == len(bad)
-    manager.activate(())
+    manager.activate(adapters())
     assert torch.equal(_image(pipeline), base)
-    manager.activate([("a", 1.0)])
+    manager.activate(adapters(("a", 1.0)))
     assert torch.equal(_image(pipeline), with_a)
-
-
-def test_unknown_names_and_bad_stacks_are_refused_before_any_work(files) -> None:
-    settings = _settings(files, max_per_request=2, max_scale=2.0)
-    with pytest.raises(NotFound, match="unknown LoRA adapter 'nope'") as raised:
-        settings.resolve([("nope", 1.0)])
-    assert (raised.value.param, raised.value.code) == ("lora", "adapter_not_found")
-    for stack, code in [
-        ([("a", 1.0), ("b", 1.0), ("c", 1.0)], "too_many_adapters"),
-        ([("a", 1.0), ("a", 0.5)], "duplicate_adapter"),
-        ([("a", 2.5)], "invalid_adapter_scale"),
-        ([("a", float("nan"))], "invalid_adapter_scale"),
-    ]:
-        with pytest.raises(InvalidRequest) as raised:
-            settings.resolve(stack)
-        assert raised.value.code == code, stack
-    assert settings.resolve([("b", None), ("a", 0.5)]) == (("a", 0.5), ("b", 1.0))
-    assert settings.resolve([("c", 0.0)]) == ()
-    assert stack_id(settings.resolve([("b", None), ("a", 0.5)])) == "a:0.5+b:1"
 
 
 def test_pickle_checkpoints_and_inconsistent_limits_are_refused_in_config() -> None:
@@ -357,16 +349,16 @@ def test_switching_adapters_on_a_compiled_model_does_not_recompile(files, tmp_pa
         apply_optimizations(pipeline, config, torch.device("cpu"))
         base = _image(plain)
         before = graphs["unique_graphs"]
-        manager.activate(())
+        manager.activate(adapters())
         assert torch.equal(_image(pipeline), base), "no adapters is not the plain compiled model's output"
         with manager.warming():
-            manager.activate(())
+            manager.activate(adapters())
             _image(pipeline)
         warmed = graphs["unique_graphs"]
         assert warmed > before, "the slots' graphs were not compiled: this test would count nothing"
         for stack in [[("a", 1.0)], [("b", 0.5)], (), [("a", 1.0), ("kohya", 1.0)], [("c", -1.0)]]:
-            manager.activate(stack)
-            eager_manager.activate(stack)
+            manager.activate(adapters(*stack))
+            eager_manager.activate(adapters(*stack))
             got = _image(pipeline)
             torch.testing.assert_close(got, _image(eager), atol=1e-4, rtol=0)
             assert torch.equal(got, base) == (not stack), f"{stack} on the compiled model"
@@ -398,7 +390,7 @@ def test_lora_runs_beside_fp8_linears(files) -> None:
         base = _image(plain)
     except (RuntimeError, NotImplementedError) as exc:  # older torch: _scaled_mm is CUDA-only
         pytest.skip(f"_scaled_mm does not run on this CPU build: {exc}")
-    manager.activate(())
+    manager.activate(adapters())
     assert torch.equal(_image(pipeline), base)
-    manager.activate([("a", 1.0)])
+    manager.activate(adapters(("a", 1.0)))
     assert not torch.allclose(_image(pipeline), base, atol=1e-4)

@@ -1,5 +1,7 @@
 """The rules of the house, read from the code: no import cycles, an engine that knows neither Ray nor HTTP, an
-ingress.py of routes only, and a wire package (deployments/openai/) that needs no Serve cluster."""
+ingress.py of routes only, a wire package (deployments/openai/) that needs no Serve cluster, the type rule of
+deployments/__init__.py (the config describes, the serving layer resolves once), names that say what a module
+holds, and servers composed rather than overriding each other's private steps."""
 
 from __future__ import annotations
 
@@ -170,3 +172,101 @@ def test_the_wire_package_imports_neither_ray_nor_fastapi() -> None:
             assert top not in ("ray", "fastapi", "uvicorn"), f"{name} imports {dep}"
             assert top != "starlette" or name in STARLETTE_USERS, f"{name} imports {dep}"
             assert not dep.startswith(("deployments.ingress", "deployments.handles", "deployments.server")), dep
+
+
+# --- the type rule (deployments/__init__.py): the config describes, the serving layer resolves once, the engine runs
+
+
+def test_the_config_describes_and_imports_no_other_module_of_the_package() -> None:
+    """config.py is the operator's: it resolves no request, so it needs no request error, no wire and no types."""
+    package = {dep for dep in imports_of(MODULES["deployments.config"]) if dep.startswith("deployments")}
+    assert not package, package
+
+
+def test_internal_types_import_only_the_config() -> None:
+    """types.py crosses the handle: no Ray, torch or HTTP, and nothing of the wire or the servers."""
+    for dep in imports_of(MODULES["deployments.types"]):
+        assert dep.split(".")[0] not in (*TRANSPORT_MODULES, "torch"), dep
+        assert not dep.startswith("deployments") or dep.startswith("deployments.config"), dep
+
+
+def pydantic_models() -> dict[str, str]:
+    """Each class of the package deriving from pydantic's BaseModel, directly or through another such class of the
+    package (``class X(ModelCard)``), and the module defining it."""
+    classes = [
+        (name, node)
+        for name, path in MODULES.items()
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ClassDef)
+    ]
+    models: dict[str, str] = {}
+    for _ in classes:  # a base may be met after its subclass
+        for name, node in classes:
+            if any(ast.unparse(base).rsplit(".", 1)[-1] in {"BaseModel", *models} for base in node.bases):
+                models[node.name] = name
+    return models
+
+
+def test_pydantic_models_are_the_wire_s_or_the_operator_s() -> None:
+    """Validated shapes are what a client or an operator writes; internal values are plain dataclasses."""
+    holders = set(pydantic_models().values())
+    assert holders == {"deployments.openai.protocol", "deployments.config"}, holders
+
+
+def calls_of(path: Path) -> set[str]:
+    """The names a module calls (``f(...)``, ``obj.f(...)``): what it builds and runs, not what it only mentions."""
+    calls = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call):
+            calls.add(ast.unparse(node.func).rsplit(".", 1)[-1])
+    return calls
+
+
+def test_a_request_s_adapters_are_resolved_once_in_the_serving_layer() -> None:
+    """Only openai/routing.py makes an AdapterStack from what a request named (and types.py defines it): the engine
+    and the servers take the stack as given, never look names up or fill in default scales themselves."""
+    makers = {name for name, path in MODULES.items() if {"AdapterStack", "resolve_adapters"} & calls_of(path)}
+    assert makers == {"deployments.openai.routing"}, makers
+
+
+# --- names that say what they hold, servers that compose
+
+
+def methods_of(tree: ast.Module) -> dict[str, set[str]]:
+    """Each class of a module and the methods its body defines."""
+    return {
+        node.name: {item.name for item in node.body if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef))}
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ClassDef)
+    }
+
+
+def test_no_module_is_named_for_a_step_of_its_class_or_for_the_product() -> None:
+    """engine/generate.py held the engine class and engine/flux2.py the pipeline call: a module is named for
+    what it holds, not for one method of its class, nor for FLUX.2, which every module here is about."""
+    for name, path in MODULES.items():
+        stem = path.stem
+        assert stem not in ("flux2", "flux"), f"{name}: every module is FLUX.2's; name what this one holds"
+        methods = set().union(*methods_of(ast.parse(path.read_text())).values())
+        assert stem not in methods, f"{name} is named for its class's method {stem}(): name the class's job"
+
+
+def test_deployment_classes_compose_instead_of_overriding_private_steps() -> None:
+    """A server class outside the engine may extend one of another module (its own Serve options, its constructor),
+    never redefine that class's private methods: what it changes is passed in (an EngineHost), so the base's
+    internals are no contract. The engine's context-parallel engine is the engine's own business."""
+    classes = {}
+    for name, path in MODULES.items():
+        for cls, methods in methods_of(ast.parse(path.read_text())).items():
+            classes[cls] = (name, methods)
+    for name, path in MODULES.items():
+        if name.startswith("deployments.engine"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ClassDef):
+                continue
+            own = classes[node.name][1]
+            for base in (ast.unparse(b).rsplit(".", 1)[-1] for b in node.bases):
+                if base in classes and classes[base][0] != name:
+                    private = {m for m in own & classes[base][1] if m.startswith("_") and not m.startswith("__")}
+                    assert not private, f"{node.name} ({name}) overrides {base}'s {sorted(private)}"

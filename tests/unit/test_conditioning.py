@@ -16,9 +16,9 @@ from PIL import Image
 from deployments.caching import MB, ByteLRU
 from deployments.config import ModelConfig
 from deployments.engine import Flux2Engine
-from deployments.engine.flux2 import call_pipeline, seed_generators
 from deployments.engine.load import LoadedPipeline
-from deployments.engine.masking import resize_mask, resize_source, run_masked_edit
+from deployments.engine.masking import resize_source, run_masked_edit
+from deployments.engine.pipeline_call import call_pipeline, seed_generators
 from deployments.engine.synthetic.tiny import build_tiny_klein, build_tiny_klein_kv
 from deployments.types import ImageRequest
 
@@ -124,8 +124,8 @@ def test_masked_edit(engine: Flux2Engine) -> None:
     """The latent stage of a masked edit (no composite) through the caches equals the plain call with the same
     noise and blender; the source's latents are kept beside the reference's."""
     image = references(1, seed=3)[0]
-    mask = np.zeros((64, 64), dtype=np.uint8)
-    mask[16:48, 16:48] = 255
+    mask = np.zeros((64, 64), dtype=bool)
+    mask[16:48, 16:48] = True
     request = ImageRequest(prompt="a cat", width=64, height=64, images=(image,), mask=mask, n=2, seed=11)
     guidance = engine.default_guidance_scale if engine.takes_guidance else None
     engine.conditioning.clear()
@@ -141,7 +141,7 @@ def test_masked_edit(engine: Flux2Engine) -> None:
     with torch.inference_mode():
         source = encode_source(engine.pipeline, resize_source(image, 64, 64))
         noise, blender = prepare_latent_blend(
-            engine.pipeline, source, resize_mask(mask, 64, 64), seed_generators([request])
+            engine.pipeline, source, mask.astype(np.float32), seed_generators([request])
         )
     plain = plain_call(engine, [request], latents=noise, callback=blender)
     assert torch.equal(runs[0], plain) and torch.equal(runs[1], plain)

@@ -85,7 +85,7 @@ def test_unwarmed_shape_rejected_when_configured() -> None:
     config = ModelConfig(source="tiny-klein", compile="none", unwarmed_shapes="reject")
     engine = Flux2Engine.from_config(config)
     warm_up(engine, (Shape(width=64, height=64),))
-    engine.compile_mode = "regional"  # as if compiled: shape policing only applies to compiled engines
+    engine.compile = "regional"  # as if compiled: shape policing only applies to compiled engines
     engine.generate(ImageRequest(prompt="a cat", width=64, height=64))
     with pytest.raises(InvalidRequest) as err:
         engine.generate(ImageRequest(prompt="a cat", width=128, height=64))
@@ -95,7 +95,7 @@ def test_unwarmed_shape_rejected_when_configured() -> None:
 def test_unwarmed_shape_compiles_once_and_is_counted() -> None:
     engine = Flux2Engine.from_config(ModelConfig(source="tiny-klein"))
     warm_up(engine, (Shape(width=64, height=64),))
-    engine.compile_mode = "regional"
+    engine.compile = "regional"
     for _ in range(2):
         engine.generate(ImageRequest(prompt="a cat", width=128, height=64))
     assert engine.unwarmed_compiles == 1

@@ -7,10 +7,9 @@ import pytest
 
 from deployments.config import ModelConfig
 from deployments.openai.headers import Clock, image_headers, stages, stream_headers
-from deployments.openai.serving import Route
-from deployments.types import ImageRequest, ImageResult, Timings
+from deployments.types import AdapterStack, ImageRequest, ImageResult, Route, Timings
 
-ROUTE = Route(ModelConfig(name="klein", default_size=(64, 64)), adapters=(("ink", 0.5),))
+ROUTE = Route(ModelConfig(name="klein", default_size=(64, 64)), AdapterStack((("ink", 0.5),)))
 CLOCK = Clock(arrived=100.0, parsed=100.2, returned=103.0, done=103.3)
 
 
@@ -53,7 +52,7 @@ def test_the_queue_header_runs_from_arrival_to_the_start_of_generation() -> None
 
 def test_what_ran_is_in_the_headers() -> None:
     headers = image_headers(ROUTE, result(101.0), CLOCK)
-    assert headers["x-model"] == "klein" and headers["x-lora"] == ROUTE.multiplexed_id != ""
+    assert headers["x-model"] == "klein" and headers["x-lora"] == ROUTE.adapters.id == "ink:0.5"
     assert (headers["x-seed"], headers["x-num-inference-steps"], headers["x-batch-size"]) == ("7", "4", "2")
     assert (headers["x-model-weights"], headers["x-mask-applied"], headers["x-step-cache"]) == (
         "random-tiny",
@@ -64,4 +63,4 @@ def test_what_ran_is_in_the_headers() -> None:
 
 def test_a_stream_sends_what_the_request_fixed() -> None:
     request = ImageRequest(prompt="p", width=64, height=64, seed=42)
-    assert stream_headers(ROUTE, request) == {"x-model": "klein", "x-seed": "42", "x-lora": ROUTE.multiplexed_id}
+    assert stream_headers(ROUTE, request) == {"x-model": "klein", "x-seed": "42", "x-lora": "ink:0.5"}

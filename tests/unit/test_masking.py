@@ -16,9 +16,9 @@ from deployments.engine.masking import (
     latent_weights,
     pixel_alpha,
     prepare_latent_blend,
-    resize_mask,
     resize_source,
 )
+from deployments.openai.images import mask_at
 from deployments.types import ImageRequest
 
 PROMPT = "replace the cat with a dog"
@@ -37,8 +37,8 @@ def source_image(width: int = 80, height: int = 96) -> np.ndarray:
 
 
 def rect_mask(width: int = 80, height: int = 96) -> np.ndarray:
-    mask = np.zeros((height, width), dtype=np.uint8)
-    mask[height // 4 : 3 * height // 4, width // 4 : 3 * width // 4] = 255
+    mask = np.zeros((height, width), dtype=bool)
+    mask[height // 4 : 3 * height // 4, width // 4 : 3 * width // 4] = True
     return mask
 
 
@@ -56,15 +56,22 @@ def engine(request: pytest.FixtureRequest) -> Flux2Engine:
 @pytest.mark.parametrize("size", [(80, 96), (128, 64)], ids=["same-size", "other-size"])
 def test_outside_kept_inside_changed(engine: Flux2Engine, size: tuple[int, int]) -> None:
     width, height = size
-    image, mask = source_image(), rect_mask()  # both 80x96, whatever the output size
+    image = source_image()  # 80x96, as the mask the client drew on it, whatever the output size
+    editable = mask_at(rect_mask(), width, height)
     result = engine.generate(
         ImageRequest(
-            prompt=PROMPT, width=width, height=height, images=(image,), mask=mask, seed=3, n=2, num_inference_steps=2
+            prompt=PROMPT,
+            width=width,
+            height=height,
+            images=(image,),
+            mask=editable,
+            seed=3,
+            n=2,
+            num_inference_steps=2,
         )
     )
     assert result.mask_applied
     expected = resize_source(image, width, height)
-    editable = resize_mask(mask, width, height) > 0
     for output in result.images:
         assert output.shape == (height, width, 3) and output.dtype == np.uint8
         assert psnr(output, expected, ~editable) >= 35.0
@@ -77,8 +84,15 @@ def test_unmasked_request_is_not_flagged_and_differs(engine: Flux2Engine) -> Non
         ImageRequest(prompt=PROMPT, width=80, height=96, images=(image,), seed=3, num_inference_steps=2)
     )
     assert not plain.mask_applied
-    editable = rect_mask() > 0
+    editable = rect_mask()
     assert psnr(plain.images[0], image, ~editable) < 35.0  # without a mask the tiny model changes everything
+
+
+def test_a_mask_has_one_representation() -> None:
+    """Bool at the output size, made once in the ingress: the 255/0 of the decoder or another size is refused."""
+    for mask in (rect_mask(64, 64).astype(np.uint8) * 255, rect_mask(80, 64)):
+        with pytest.raises(ValueError, match="mask must be bool of the output's shape"):
+            ImageRequest(prompt=PROMPT, width=64, height=64, images=(source_image(64, 64),), mask=mask)
 
 
 def test_masked_edit_is_deterministic(engine: Flux2Engine) -> None:
@@ -121,7 +135,7 @@ def test_kept_tokens_end_exactly_on_source_latents(engine: Flux2Engine) -> None:
 
 
 def test_pixel_alpha_is_zero_outside_and_feathered_inside() -> None:
-    mask = resize_mask(rect_mask(64, 64), 64, 64)
+    mask = rect_mask(64, 64).astype(np.float32)
     alpha = pixel_alpha(mask, feather_px=6).numpy()
     assert np.all(alpha[mask == 0] == 0)
     assert alpha[32, 32] == pytest.approx(1.0, abs=1e-4)  # deep inside
@@ -154,16 +168,18 @@ def test_openai_mask_png_through_the_request_builder(engine: Flux2Engine) -> Non
     from deployments.config import Limits
     from deployments.openai.protocol import parse_form_fields
     from deployments.openai.references import ReferenceCache
-    from deployments.openai.serving import Route, build_edit_request
+    from deployments.openai.serving import build_edit_request
+    from deployments.types import Route
 
     image, mask = source_image(), rect_mask()
-    rgba = np.dstack([np.full_like(mask, 255), np.zeros_like(mask), np.zeros_like(mask), 255 - mask])
+    alpha = np.where(mask, 0, 255).astype(np.uint8)
+    rgba = np.dstack([np.full_like(alpha, 255), np.zeros_like(alpha), np.zeros_like(alpha), alpha])
     params = parse_form_fields({"prompt": PROMPT, "size": "128x64", "seed": "5", "num_inference_steps": "2"})
     request = build_edit_request(params, [_png(image)], _png(rgba), Limits(), Route(ModelConfig()), ReferenceCache(8))
     result = engine.generate(request)
     assert result.mask_applied
     output = result.images[0]
     assert output.shape == (64, 128, 3)
-    editable = resize_mask(mask, 128, 64) > 0
+    editable = mask_at(mask, 128, 64)
     assert psnr(output, resize_source(image, 128, 64), ~editable) >= 35.0
     assert psnr(output, resize_source(image, 128, 64), editable) < 25.0

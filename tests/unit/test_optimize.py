@@ -38,7 +38,7 @@ def test_regional_compile_matches_eager(compile_cache: Path) -> None:
     cache = compile_cache
     written_before = set(cache.rglob("*"))
     compiled = Flux2Engine.from_config(ModelConfig(source="tiny-dev", compile="regional", compile_cache_dir=str(cache)))
-    assert compiled.compile_mode == "regional"
+    assert compiled.compile == "regional"
     assert isinstance(compiled.pipeline.vae.decoder.forward, DecoderGraphs), "the VAE follows the transformer"
     try:
         # one shape: a second one would recompile the blocks with dynamic shapes (twice the CPU time)

@@ -16,11 +16,11 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from deployments.config import ModelConfig
+from deployments.config import ContextParallel, ModelConfig
 from deployments.engine import Flux2Engine, ModelLoadError
 from deployments.engine.attention import FA3_NOT_SPLIT
 from deployments.engine.load import load_pipeline
-from deployments.engine.parallel import ContextParallelOptions, check_supported, free_port
+from deployments.engine.parallel import check_supported, free_port
 from deployments.errors import Flux2Error, InvalidRequest
 from deployments.types import ImageRequest
 from tests.helpers import TINY_DEV
@@ -43,7 +43,7 @@ def _rank_main(rank: int, world_size: int, port: int, results: Any) -> None:
 
         init_process_group(rank, world_size, "127.0.0.1", port, backend="gloo", timeout_s=60)
         engine = ContextParallelEngine.from_config(
-            ModelConfig.model_validate(TINY_DEV), ContextParallelOptions(degree=world_size)
+            ModelConfig.model_validate(TINY_DEV), ContextParallel(degree=world_size)
         )
         warm_up(engine)
         seen: list[int] = []
@@ -95,25 +95,25 @@ def test_two_ranks_match_one_process() -> None:
 
 def test_unsupported_setups_are_refused_before_any_collective() -> None:
     dev = load_pipeline(ModelConfig.model_validate(TINY_DEV))
-    check_supported(dev, ModelConfig.model_validate(TINY_DEV), ContextParallelOptions(degree=2))
+    check_supported(dev, ModelConfig.model_validate(TINY_DEV), ContextParallel(degree=2))
     with pytest.raises(ModelLoadError, match="attention heads"):  # the tiny model has 2 heads
-        check_supported(dev, ModelConfig.model_validate(TINY_DEV), ContextParallelOptions(degree=4))
+        check_supported(dev, ModelConfig.model_validate(TINY_DEV), ContextParallel(degree=4))
     with pytest.raises(ModelLoadError, match="log-sum-exp"):
-        check_supported(dev, ModelConfig.model_validate(TINY_DEV), ContextParallelOptions(degree=2, mode="ring"))
+        check_supported(dev, ModelConfig.model_validate(TINY_DEV), ContextParallel(degree=2, mode="ring"))
     ring = ModelConfig.model_validate({**TINY_DEV, "attention_backend": "_native_cudnn"})
-    check_supported(dev, ring, ContextParallelOptions(degree=2, mode="ring"))
+    check_supported(dev, ring, ContextParallel(degree=2, mode="ring"))
     with pytest.raises(ModelLoadError, match="step caches"):
         check_supported(
-            dev, ModelConfig.model_validate({**TINY_DEV, "step_cache": "magcache"}), ContextParallelOptions(degree=2)
+            dev, ModelConfig.model_validate({**TINY_DEV, "step_cache": "magcache"}), ContextParallel(degree=2)
         )
     fa3 = ModelConfig.model_validate({**TINY_DEV, "attention_backend": "fa3"})
     with pytest.raises(ModelLoadError, match=FA3_NOT_SPLIT):
-        check_supported(dev, fa3, ContextParallelOptions(degree=2))
+        check_supported(dev, fa3, ContextParallel(degree=2))
     kv_config = ModelConfig.model_validate({**TINY_DEV, "source": "tiny-klein-kv"})
     with pytest.raises(ModelLoadError, match="Flux2KleinKVPipeline"):
-        check_supported(load_pipeline(kv_config), kv_config, ContextParallelOptions(degree=2))
+        check_supported(load_pipeline(kv_config), kv_config, ContextParallel(degree=2))
     with pytest.raises(ValueError):
-        ContextParallelOptions(degree=1)
+        ContextParallel(degree=1)
 
 
 def test_serve_config_of_the_gpu_run_builds() -> None:

@@ -34,8 +34,8 @@ def test_kv_text_to_image_equals_the_plain_pipeline() -> None:
 
 
 def test_kv_masked_edit(tmp_path: Path) -> None:
-    mask = np.zeros((64, 80), np.uint8)
-    mask[:, :40] = 255
+    mask = np.zeros((64, 80), bool)
+    mask[:, :40] = True
     request = ImageRequest(prompt="a dog", width=80, height=64, images=REFS[:1], mask=mask, seed=2)
     result = Flux2Engine.from_config(ModelConfig(source="tiny-klein-kv")).generate(request)
     assert result.mask_applied and np.array_equal(result.images[0][:, 48:], REFS[0][:, 48:])

@@ -20,8 +20,9 @@ from bench.suites.eval.report import contact_sheet, write_json, write_markdown
 from bench.suites.eval.settings import EvalSettings
 from deployments.config import ModelConfig
 from deployments.engine import Flux2Engine
-from deployments.engine.masking import resize_mask, resize_source, run_masked_edit, vae_round_trip
+from deployments.engine.masking import resize_source, run_masked_edit, vae_round_trip
 from deployments.engine.pixels import to_uint8
+from deployments.openai.images import mask_at
 from deployments.types import ImageRequest
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def _request(case: Case, settings: EvalSettings, steps: int) -> ImageRequest:
         width=settings.width,
         height=settings.height,
         images=case.images,
-        mask=case.mask if case.send_mask else None,
+        mask=mask_at(case.mask, settings.width, settings.height) if case.mask is not None and case.send_mask else None,
         seed=settings.seed,
         num_inference_steps=steps,
     )
@@ -71,7 +72,7 @@ def evaluate_case(
         "step_cache": result.step_cache,  # whether a step cache ran for this request
     }
     if case.mask is not None:
-        editable = resize_mask(case.mask, settings.width, settings.height) > 0
+        editable = mask_at(case.mask, settings.width, settings.height)
         row["psnr_outside"] = psnr(output, source, ~editable)
         # SSIM over outside pixels whose 11x11 window lies wholly outside the mask (PSNR covers the band)
         row["ssim_outside"] = ssim(output, source, ~dilate(editable, SSIM_WINDOW // 2))

@@ -16,11 +16,11 @@ import torch
 from deployments.config import ModelConfig
 from deployments.engine.adapters import AdapterManager
 from deployments.engine.conditioning import Conditioning
-from deployments.engine.flux2 import call_pipeline, seed_generators
 from deployments.engine.load import LoadedPipeline, load_pipeline, resolve_device
 from deployments.engine.masking import run_masked_edit
 from deployments.engine.memory import MemoryManager, configure_allocator
 from deployments.engine.optimize import apply_optimizations, check_supported
+from deployments.engine.pipeline_call import call_pipeline, seed_generators
 from deployments.engine.pixels import encode_jpegs, host_pixels, to_uint8_tensor
 from deployments.engine.preset import resolve_preset
 from deployments.engine.progress import StepReporter
@@ -43,12 +43,14 @@ class Flux2Engine:
         loaded: LoadedPipeline,
         config: ModelConfig,
         *,
-        compile_mode: str = "none",
+        compile: str = "none",
         load_s: float = 0.0,
         adapters: AdapterManager | None = None,
     ):
-        """``adapters`` must have been made before fp8 and compilation; by default a manager is made here, which
-        is right only for a model without adapters (or one not yet optimised)."""
+        """``compile`` is what ``apply_optimizations`` compiled: none, regional or full (``config.compile``
+        resolved; ``config.compile_mode`` is torch's mode for it). ``adapters`` must have been made before fp8 and
+        compilation; by default a manager is made here, which is right only for a model without adapters (or one
+        not yet optimised)."""
         self.pipeline = loaded.pipeline
         self.loaded = loaded
         self.config = config
@@ -58,7 +60,7 @@ class Flux2Engine:
         self.memory = MemoryManager(
             loaded.device, config.vram_policy, config.vram_pressure_fraction, on_oom=self.conditioning.clear
         )
-        self.compile_mode = compile_mode
+        self.compile = compile
         self.load_s = load_s
         self.warmup_s = 0.0
         self.warm_shapes: set[tuple[int, int, int]] = set()
@@ -94,7 +96,7 @@ class Flux2Engine:
         loaded = load_pipeline(config)
         config = resolve_preset(config, loaded)
         adapters = AdapterManager(loaded.pipeline, config.lora)  # its LoRA slots go in before fp8 and compile
-        compile_mode = apply_optimizations(loaded.pipeline, config, loaded.device)
+        compiled = apply_optimizations(loaded.pipeline, config, loaded.device)
         load_s = time.perf_counter() - start
         logger.info(
             "%s ready to warm up in %.2fs (%s, %s, %s)",
@@ -104,7 +106,7 @@ class Flux2Engine:
             loaded.device,
             loaded.dtype,
         )
-        return cls(loaded, config, compile_mode=compile_mode, load_s=load_s, adapters=adapters)
+        return cls(loaded, config, compile=compiled, load_s=load_s, adapters=adapters)
 
     @property
     def info(self) -> ModelInfo:
@@ -117,7 +119,7 @@ class Flux2Engine:
             dtype=str(self.loaded.dtype).removeprefix("torch."),
             default_steps=self.default_steps,
             default_guidance_scale=self.default_guidance_scale,
-            compile=self.compile_mode,
+            compile=self.compile,
             quantization=self.config.quantization,
             attention_backend=self.config.attention_backend or "default",
             device_jpeg=self.config.device_jpeg,
@@ -143,7 +145,7 @@ class Flux2Engine:
         steps = first.num_inference_steps or self.default_steps
         guidance = first.guidance_scale if first.guidance_scale is not None else self.default_guidance_scale
         started_at = time.time()
-        adapter_s = self.adapters.activate(first.adapters)  # same stack for every request of a batch
+        adapter_s = self.adapters.activate(first.adapters)  # the same adapters for every request of a batch
         self.memory.reset_peak()
         start = time.perf_counter()
         try:
@@ -197,7 +199,7 @@ class Flux2Engine:
         return outputs
 
     def _check_shape(self, request: ImageRequest) -> None:
-        if self.compile_mode == "none" or request.shape_key in self.warm_shapes or not self.warm_shapes:
+        if self.compile == "none" or request.shape_key in self.warm_shapes or not self.warm_shapes:
             return
         if self.config.unwarmed_shapes == "reject":
             width, height, refs = request.shape_key
