@@ -103,7 +103,7 @@ keep_logs() {  # every log so far in one file under $OUT (a call brings back 8 f
 }
 
 write_adapters() {
-  python3 -m bench soak --write-adapters /tmp/soak-loras --source random-klein-4b --adapters a,b --rank 4 \
+  python3 -m deployments.engine.synthetic.random_adapters /tmp/soak-loras --source random-klein-4b --names a,b \
     >"$LOGS/soak-adapters.log" 2>&1 || { echo "== adapters failed"; tail -n 5 "$LOGS/soak-adapters.log"; return 1; }
 }
 

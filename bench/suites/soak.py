@@ -24,7 +24,7 @@ Exit status 1 when anything was lost, mismatched or answered an unexpected statu
 
 The LoRA files a soak's server names can be made first, random, for a source's transformer (no GPU needed):
 
-    python -m bench soak --write-adapters /tmp/soak-loras --source random-klein-4b --adapters a,b --rank 4
+    python -m deployments.engine.synthetic.random_adapters /tmp/soak-loras --source random-klein-4b --names a,b
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -51,7 +50,7 @@ import numpy as np
 from PIL import Image
 
 from bench.lib.cli import parse_overrides, parse_shapes, suite_parser
-from bench.lib.requests import family_of_source, reference_images
+from bench.lib.requests import reference_images
 from bench.lib.results import Results, log
 from bench.lib.timing import pct
 
@@ -84,7 +83,7 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = suite_parser("soak", __doc__)
-    parser.add_argument("--url", help="the server, e.g. http://127.0.0.1:8000 (required but with --write-adapters)")
+    parser.add_argument("--url", help="the server, e.g. http://127.0.0.1:8000 (required)")
     parser.add_argument("--json", help="the report: progress every --progress-s, all of it at the end (required)")
     parser.add_argument("--duration", type=float, default=360.0, help="seconds of traffic")
     parser.add_argument("--workers", type=int, default=4, help="clients sending back to back")
@@ -104,9 +103,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--metrics-app", default=None, help="only the series of this Serve application")
     parser.add_argument("--settle", type=float, default=30.0, help="seconds to wait for the counters to catch up")
     parser.add_argument("--progress-s", type=float, default=30.0, help="seconds between progress writes")
-    parser.add_argument("--write-adapters", default=None, help="write random LoRA files of --adapters here, then exit")
-    parser.add_argument("--source", default="random-klein-4b", help="the transformer --write-adapters fits")
-    parser.add_argument("--rank", type=int, default=4, help="rank of the adapters --write-adapters writes")
     return parser
 
 
@@ -710,49 +706,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def write_adapters(source: str, folder: Path, names: list[str], rank: int) -> list[Path]:
-    """Random rank-``rank`` LoRA files, one folder per name, on every linear layer of ``source``'s transformer,
-    with diffusers' keys and PEFT's LoraConfig: the shapes come from the transformer built on ``meta`` (tiny
-    sources: built for real), so no GPU and no weights are needed."""
-    import torch
-    from diffusers import Flux2KleinPipeline, Flux2Pipeline
-    from peft import LoraConfig
-
-    from deployments.engine.synthetic.random_weights import build_transformer
-    from deployments.engine.synthetic.tiny import TINY_BUILDERS
-
-    if source in TINY_BUILDERS:
-        transformer = TINY_BUILDERS[source]().transformer
-    else:
-        transformer = build_transformer(source, device="meta")
-    linears = {name: module for name, module in transformer.named_modules() if isinstance(module, torch.nn.Linear)}
-    pipeline_class = Flux2Pipeline if family_of_source(source) == "dev" else Flux2KleinPipeline
-    folders = []
-    for seed, name in enumerate(names, start=1):
-        generator = torch.Generator().manual_seed(seed)
-        weights = {}
-        for module_name, layer in linears.items():
-            down = torch.randn(rank, layer.in_features, generator=generator) / layer.in_features**0.5
-            up = torch.randn(layer.out_features, rank, generator=generator) * 0.02 / rank**0.5
-            weights |= {f"{module_name}.lora_A.weight": down, f"{module_name}.lora_B.weight": up}
-        config = LoraConfig(r=rank, lora_alpha=rank, target_modules=sorted(linears))
-        pipeline_class.save_lora_weights(
-            folder / name,
-            transformer_lora_layers={key: value.to(torch.bfloat16) for key, value in weights.items()},
-            transformer_lora_adapter_metadata=config.to_dict(),
-        )
-        folders.append(folder / name)
-    return folders
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.write_adapters:
-        names = [name for name in args.adapters.split(",") if name]
-        for path in write_adapters(args.source, Path(args.write_adapters), names, args.rank):
-            log(f"wrote {path}")
-        return
     if not (args.url and args.json and args.sizes):
         parser.error("--url, --json and --sizes are required")
     report = run(args)

@@ -1,18 +1,12 @@
 """The soak suite on a CPU: the harness in process for ~20 s against the session's app (tiny-dev and tiny-klein,
-64x64 warm), with a burst and hung-up streams; and the random LoRA files it writes for a soak's server."""
+64x64 warm), with a burst and hung-up streams."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import pytest
-
-from bench.suites.soak import build_parser, print_table, run, write_adapters
-from deployments.config import AdapterSettings, AdapterSpec
-from deployments.engine.adapters import AdapterManager
-from deployments.engine.synthetic.tiny import build_tiny_klein
-from deployments.types import AdapterStack
+from bench.suites.soak import build_parser, print_table, run
 
 SOAK = (
     *("--duration", "20", "--workers", "2", "--burst", "6", "--max-n", "2"),
@@ -48,12 +42,3 @@ def test_soak_loses_nothing_and_every_image_is_counted(
         f"ray_flux2_images_out_total rose by {counted:g}; received {received['non_streamed']} non-streamed "
         f"+ {received['streamed']} streamed images"
     )
-
-
-@pytest.mark.usefixtures("one_torch_thread")
-def test_written_adapters_load_into_the_engines_slots(tmp_path: Path) -> None:
-    folders = write_adapters("tiny-klein", tmp_path, ["a", "b"], rank=2)
-    specs = [AdapterSpec(name=folder.name, source=str(folder)) for folder in folders]
-    settings = AdapterSettings(adapters=specs, max_rank=4, max_per_request=2, max_loaded=2)
-    manager = AdapterManager(build_tiny_klein(), settings)
-    assert manager.activate(AdapterStack((("a", 1.0), ("b", 0.5)))) > 0 and manager.stats.loads == 2

@@ -39,7 +39,7 @@ NOT_RUN = {
     "RAY_AUTH_MODE=token serve deploy serve_config.yaml": "deploys onto a running `serve run` on port 8000; "
     "tests/serve/test_reconfigure.py applies user_config changes as serve deploy does",
 }
-MAKE_ADAPTER = "--write-adapters outputs/adapters"  # in the block that makes the demo adapter
+MAKE_ADAPTER = "random_adapters outputs/adapters"  # in the block that makes the demo adapter
 DEMO_ADAPTER = "{name: demo, source: ./outputs/adapters/demo}"  # in the config block that serves it
 
 
