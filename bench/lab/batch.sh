@@ -107,14 +107,46 @@ write_adapters() {
     >"$LOGS/soak-adapters.log" 2>&1 || { echo "== adapters failed"; tail -n 5 "$LOGS/soak-adapters.log"; return 1; }
 }
 
-soak_traffic() {  # soak_traffic <name> <seconds> <off-warm sizes>: the soak against the server on :8000
-  local name=$1 duration=$2 off_sizes=$3
+soak_traffic() {  # soak_traffic <name> <seconds> <soak options...>: the soak against the server on :8000
+  local name=$1 duration=$2
+  shift 2
   echo "== soak for $duration s from $SECONDS s"
   timeout $((duration + 90)) python3 -m bench soak --url http://127.0.0.1:8000 --duration "$duration" \
-    --workers 4 --burst 24 --sizes 1024x1024 --off-sizes "$off_sizes" --adapters a,b --max-n 4 \
-    --metrics-url http://127.0.0.1:8080/metrics --metrics-app flux2 --json "$OUT/$name.json" >"$LOGS/$name.log" 2>&1
+    --workers 4 --sizes 1024x1024 --max-n 4 --metrics-url http://127.0.0.1:8080/metrics --metrics-app flux2 "$@" \
+    --json "$OUT/$name.json" >"$LOGS/$name.log" 2>&1
   echo "== $name: exit $? at $SECONDS s"
   tail -n 12 "$LOGS/$name.log"
+}
+
+served_cold() {  # served_cold <config>: bench vae beside serve run's cold start (compile-bound), then bench serve
+  # --url on it with the caches and a photograph's references; logs in one tarball (a call brings back 8 files)
+  local name=$1 vae
+  LOGS=/tmp/lablogs && mkdir -p $LOGS
+  python3 -m bench vae --size 1024 --repeats 30 --json "$OUT/vae.json" >"$LOGS/vae.log" 2>&1 &
+  vae=$!
+  serve_up "$name" "$LOGS/serve-cold.log" || { serve_down cold; keep_logs; return 1; }
+  grep -h "model .* ready" "$LOGS/serve-cold.log" | tail -n 1 | cut -c1-900
+  wait $vae
+  echo "== vae: exit $?"
+  tail -n 3 "$LOGS/vae.log"
+  timeout 120 python3 -m bench serve --url http://127.0.0.1:8000 --models klein4b-fast --n 8 --steps 4 \
+    --formats jpeg,png --caches --reference bench/assets/astronaut.jpg --json "$OUT/serve.json" >"$LOGS/serve.log" 2>&1
+  echo "== serve: exit $? at $SECONDS s"
+  grep -E "^(t2i|edit1|caches)" "$LOGS/serve.log" | cut -c1-220
+  keep_logs
+}
+
+served_warm() {  # served_warm <config> <latest start s>: the cold server down, then the same config on the compile
+  # cache it filled, if the call has the time
+  serve_down cold
+  keep_logs
+  if ((SECONDS < $2)); then
+    serve_up "$1" "$LOGS/serve-warm.log"
+    grep -h "model .* ready" "$LOGS/serve-warm.log" | tail -n 1 | cut -c1-900
+    serve_down warm
+  fi
+  keep_logs
+  echo "== done at $SECONDS s"
 }
 
 soak() {  # soak <name> <off-warm sizes>: serve run of bench/lab/<name>.yaml, the soak for what the call leaves
@@ -123,7 +155,7 @@ soak() {  # soak <name> <off-warm sizes>: serve run of bench/lab/<name>.yaml, th
   serve_up "$name" "$LOGS/soak-serve.log" || { serve_down "$name"; return 1; }
   duration=$((end - SECONDS - 60))  # what the drain, the counters' settling and the stop need after the traffic
   ((duration > 360)) && duration=360
-  ((duration >= 60)) && soak_traffic "$name" $duration "$off_sizes"
+  ((duration >= 60)) && soak_traffic "$name" $duration --burst 24 --off-sizes "$off_sizes" --adapters a,b
   serve_down "$name"
   echo "== stopped at $SECONDS s"
 }
@@ -144,67 +176,18 @@ case $1 in
     run ladder-dev-edit options --source random-dev --steps 50 --repeats 2 --floors --shapes 1024x1024+1 \
       --baseline $C,$F --variant $C,preset=fast --variant "$C,preset=fast,$T4"
     ;;
-  serve-soak-klein4b)  # #24 and #23 on one server: the VAE alone (beside the cold start, which is compile-bound),
-    # the cold start, the served latencies with the caches, the soak, then a restart on the warm compile cache
-    LOGS=/tmp/lablogs && mkdir -p $LOGS
-    write_adapters || exit 1
-    python3 -m bench vae --size 1024 --repeats 30 --json "$OUT/vae.json" >"$LOGS/vae.log" 2>&1 &
-    vae=$!
-    serve_up soak-klein4b-fast "$LOGS/serve-cold.log" || { serve_down cold; keep_logs; exit 1; }
-    wait $vae
-    echo "== vae: exit $?"
-    tail -n 3 "$LOGS/vae.log"
-    timeout 120 python3 -m bench serve --url http://127.0.0.1:8000 --models klein4b-fast --n 8 --steps 4 \
-      --formats jpeg,png --caches --reference bench/assets/astronaut.jpg --json "$OUT/serve.json" \
-      >"$LOGS/serve.log" 2>&1
-    echo "== serve: exit $? at $SECONDS s"
-    grep -E "^(t2i|edit1|caches)" "$LOGS/serve.log" | cut -c1-220
-    keep_logs
-    ((SECONDS < 400)) && soak_traffic soak-klein4b-fast $((440 - SECONDS)) 512x512
-    serve_down cold
-    keep_logs
-    if ((SECONDS < 480)); then
-      serve_up soak-klein4b-fast "$LOGS/serve-warm.log"  # the same replica on the compile cache the first filled
-      grep -h "model .* ready" "$LOGS/serve-warm.log" | tail -n 1 | cut -c1-900
-      serve_down warm
-    fi
-    keep_logs
-    echo "== done at $SECONDS s"
+  serve-soak-klein4b)  # #24 and #23 on one server: the VAE alone, the cold start, the served latencies with the
+    # caches, the soak with adapters, then a restart on the warm compile cache
+    write_adapters && served_cold soak-klein4b-fast || exit 1
+    ((SECONDS < 400)) && soak_traffic soak-klein4b-fast $((440 - SECONDS)) --burst 24 --off-sizes 512x512 --adapters a,b
+    served_warm soak-klein4b-fast 480
     ;;
   serve-klein4b-fast)  # serve-soak-klein4b in about 400 s: two warm shapes, no adapters, a 90 s soak at most
-    LOGS=/tmp/lablogs && mkdir -p $LOGS
-    python3 -m bench vae --size 1024 --repeats 30 --json "$OUT/vae.json" >"$LOGS/vae.log" 2>&1 &
-    vae=$!
-    serve_up serve-klein4b-fast "$LOGS/serve-cold.log" || { serve_down cold; keep_logs; exit 1; }
-    grep -h "model .* ready" "$LOGS/serve-cold.log" | tail -n 1 | cut -c1-900
-    wait $vae
-    echo "== vae: exit $?"
-    tail -n 3 "$LOGS/vae.log"
-    timeout 100 python3 -m bench serve --url http://127.0.0.1:8000 --models klein4b-fast --n 8 --steps 4 \
-      --formats jpeg,png --caches --reference bench/assets/astronaut.jpg --json "$OUT/serve.json" \
-      >"$LOGS/serve.log" 2>&1
-    echo "== serve: exit $? at $SECONDS s"
-    grep -E "^(t2i|edit1|caches)" "$LOGS/serve.log" | cut -c1-220
-    keep_logs
-    if ((SECONDS < 260)); then
-      duration=$((320 - SECONDS))
-      ((duration > 90)) && duration=90
-      echo "== soak for $duration s from $SECONDS s"
-      timeout $((duration + 60)) python3 -m bench soak --url http://127.0.0.1:8000 --duration $duration --workers 4 \
-        --burst 16 --sizes 1024x1024 --max-n 4 --mix two_refs=0 --settle 20 --metrics-url http://127.0.0.1:8080/metrics \
-        --metrics-app flux2 --json "$OUT/soak.json" >"$LOGS/soak.log" 2>&1
-      echo "== soak: exit $? at $SECONDS s"
-      tail -n 12 "$LOGS/soak.log"
-    fi
-    serve_down cold
-    keep_logs
-    if ((SECONDS < 360)); then
-      serve_up serve-klein4b-fast "$LOGS/serve-warm.log"  # the same replica on the compile cache the first filled
-      grep -h "model .* ready" "$LOGS/serve-warm.log" | tail -n 1 | cut -c1-900
-      serve_down warm
-    fi
-    keep_logs
-    echo "== done at $SECONDS s"
+    served_cold serve-klein4b-fast || exit 1
+    duration=$((320 - SECONDS))
+    ((duration > 90)) && duration=90
+    ((SECONDS < 260)) && soak_traffic soak $duration --burst 16 --mix two_refs=0 --settle 20
+    served_warm serve-klein4b-fast 360
     ;;
   soak-klein4b) soak soak-klein4b 512x512,768x768 ;;
   soak-klein4b-fast) soak soak-klein4b-fast 512x512 ;;
