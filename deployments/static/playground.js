@@ -1,7 +1,7 @@
 // The playground: the form, reference images and their mask, LoRA adapters, progress, results and this page's history.
 
 import { ApiError, buildRequest, listModels, requestImages, requestImagesStream } from "./api.js";
-import { LoraPicker, stackLabel } from "./lora.js";
+import { AdapterPicker, adaptersLabel } from "./adapters.js";
 import { MaskPainter } from "./mask.js";
 
 const $ = (id) => document.getElementById(id);
@@ -39,11 +39,11 @@ const painter = new MaskPainter({
   onChange: showMaskState,
 });
 
-const lora = new LoraPicker({
-  section: $("lora-section"),
-  rows: $("lora-rows"),
-  add: $("lora-add"),
-  hint: $("lora-hint"),
+const adapters = new AdapterPicker({
+  section: $("adapters-section"),
+  rows: $("adapters-rows"),
+  add: $("adapters-add"),
+  hint: $("adapters-hint"),
 });
 
 // ---------------------------------------------------------------- models, limits and the demo banner
@@ -147,7 +147,7 @@ function onModelChange() {
   }
   renderSizes(model);
   applyLimits(model ? model.limits : null);
-  lora.setModel(model);
+  adapters.setModel(model);
   updateBanner(model ? model.weights : null, model ? model.id : "");
 }
 
@@ -364,8 +364,8 @@ function setupDropzone() {
 function formParams() {
   const params = { prompt: $("prompt").value, output_format: $("output-format").value };
   if ($("model").value) params.model = $("model").value;
-  const stack = lora.stack();
-  if (stack.length) params.lora = stack;
+  const chosen = adapters.chosen();
+  if (chosen.length) params.lora = chosen;
   const size = $("size").value;
   params.size = size === "custom" ? `${$("width").value.trim()}x${$("height").value.trim()}` : size;
   const optional = [["n", "n"], ["steps", "num_inference_steps"], ["seed", "seed"], ["guidance", "guidance_scale"]];
@@ -499,8 +499,8 @@ function addResults(outcome, params, beforeFile, roundTripMs) {
       format,
       seed,
       prompt: params.prompt,
-      // The server's name for the stack; a stream has no headers, so then the page's own name for what it sent.
-      lora: meta.lora ?? stackLabel(params.lora || []),
+      // The server's name for the adapters; a stream has no headers, so then the page's own name for what it sent.
+      lora: meta.lora ?? adaptersLabel(params.lora || []),
       beforeFile,
       roundTripMs,
     };
@@ -531,10 +531,10 @@ function renderHistory() {
     seed.textContent = entry.seed == null ? entry.size || "" : `seed ${entry.seed}`;
     button.append(img, prompt, seed);
     if (entry.lora) {
-      const stack = document.createElement("span");
-      stack.className = "lora";
-      stack.textContent = entry.lora;
-      button.append(stack);
+      const label = document.createElement("span");
+      label.className = "adapters";
+      label.textContent = entry.lora;
+      button.append(label);
     }
     button.addEventListener("click", () => showEntry(entry));
     item.append(button);

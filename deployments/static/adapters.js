@@ -1,17 +1,17 @@
-// The LoRA picker: rows of an adapter and its scale, for models whose GET /v1/models card lists adapters.
+// The adapter picker (LoRA): rows of an adapter and its scale, for models whose GET /v1/models card lists adapters.
 
 const STEP = 0.05;
 
-/** A stack as the server's x-lora header names it ("a:0.8+b:0.5", "" for none): by name, zero scales left out. */
-export function stackLabel(stack) {
-  return stack
+/** Adapters as the server's x-lora header names them ("a:0.8+b:0.5", "" for none): by name, zero scales left out. */
+export function adaptersLabel(adapters) {
+  return adapters
     .filter((ref) => ref.scale !== 0)
     .sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : 0))
     .map((ref) => `${ref.name}:${ref.scale}`)
     .join("+");
 }
 
-export class LoraPicker {
+export class AdapterPicker {
   constructor({ section, rows, add, hint }) {
     Object.assign(this, { section, rows, add, hint, adapters: [], max: 0, maxScale: 0, made: 0 });
     add.addEventListener("click", () => this.addRow());
@@ -19,10 +19,10 @@ export class LoraPicker {
 
   /** Follow the chosen model's card: no rows to start with (the base model alone), hidden without adapters. */
   setModel(card) {
-    const lora = (card && card.lora) || null;
-    this.adapters = lora ? lora.adapters : [];
-    this.max = lora ? Math.min(lora.max_per_request, this.adapters.length) : 0;
-    this.maxScale = lora ? lora.max_scale : 0;
+    const settings = (card && card.lora) || null; // the card's field keeps the API's name
+    this.adapters = settings ? settings.adapters : [];
+    this.max = settings ? Math.min(settings.max_per_request, this.adapters.length) : 0;
+    this.maxScale = settings ? settings.max_scale : 0;
     this.rows.replaceChildren();
     this.section.hidden = this.adapters.length === 0;
     this.hint.textContent = `Up to ${this.max} of this model's adapters, each at a scale from ` +
@@ -30,15 +30,15 @@ export class LoraPicker {
     this.sync();
   }
 
-  /** The chosen stack in the rows' order, [{name, scale}]; a half-typed scale is settled first. */
-  stack() {
+  /** The chosen adapters in the rows' order, [{name, scale}]; a half-typed scale is settled first. */
+  chosen() {
     return [...this.rows.children].map((row) => ({ name: row.querySelector("select").value, scale: this.settle(row) }));
   }
 
   addRow() {
     if (this.rows.children.length >= this.max) return;
-    const used = new Set(this.stack().map((ref) => ref.name));
-    const id = `lora-${++this.made}`; // never reused, so a label stays with its row when another is removed
+    const used = new Set(this.chosen().map((ref) => ref.name));
+    const id = `adapter-${++this.made}`; // never reused, so a label stays with its row when another is removed
     const row = document.createElement("li");
     const label = document.createElement("label");
     label.htmlFor = `${id}-name`;

@@ -36,7 +36,7 @@ STREAM_FIELDS = ("stream", "partial_images")  # the page streams; the direct req
 
 
 @pytest.fixture(scope="module")
-def lora_page_url(ray_cluster: dict[str, int], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def adapters_page_url(ray_cluster: dict[str, int], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("page-loras")
     transformer = build_tiny_klein().transformer
     adapters = [
@@ -55,7 +55,7 @@ def lora_page_url(ray_cluster: dict[str, int], tmp_path_factory: pytest.TempPath
         {"name": "plain", "source": "tiny-klein", "warmup_shapes": SHAPES[:1], "deployment_options": options},
     ]
     with served_app(
-        {"models": models, "ingress_options": options}, "lora-page", "/lora-page", ray_cluster["http"]
+        {"models": models, "ingress_options": options}, "adapters-page", "/adapters-page", ray_cluster["http"]
     ) as url:
         yield url
 
@@ -76,12 +76,12 @@ def shown_b64(page: Page) -> str:
     return base64.b64encode(shown_result(page)).decode()
 
 
-def test_the_chosen_stack_is_sent_and_gives_the_direct_requests_image(page: Page, lora_page_url: str) -> None:
+def test_the_chosen_stack_is_sent_and_gives_the_direct_requests_image(page: Page, adapters_page_url: str) -> None:
     posts = capture_posts(page, "/v1/images/generations")
-    open_playground(page, lora_page_url, models=2)  # /v1/models lists 4 cards: the adapters' are not models here
+    open_playground(page, adapters_page_url, models=2)  # /v1/models lists 4 cards: the adapters' are not models here
     values = page.get_by_label("Model").locator("option").evaluate_all("options => options.map(o => o.value)")
     assert values == ["tiny-klein", "plain"]
-    expect(page.locator("#lora-section")).to_be_visible()
+    expect(page.locator("#adapters-section")).to_be_visible()
 
     # Adapter 1 by keyboard: the new row's select has the focus, four steps left from the default 1.
     page.get_by_role("button", name="Add adapter").click()
@@ -115,18 +115,18 @@ def test_the_chosen_stack_is_sent_and_gives_the_direct_requests_image(page: Page
     assert sent["model"] == "tiny-klein" and sent["stream"] is True
     assert sent["lora"] == [{"name": "a", "scale": 0.8}, {"name": "b", "scale": -0.5}]
     direct = {key: value for key, value in sent.items() if key not in STREAM_FIELDS}
-    response = httpx.post(f"{lora_page_url}/v1/images/generations", json=direct, timeout=120)
+    response = httpx.post(f"{adapters_page_url}/v1/images/generations", json=direct, timeout=120)
     assert response.headers["x-lora"] == "a:0.8+b:-0.5"
     assert b64_of(response) == shown_b64(page)
     base = {key: value for key, value in direct.items() if key != "lora"}
-    assert b64_of(httpx.post(f"{lora_page_url}/v1/images/generations", json=base, timeout=120)) != shown_b64(page)
+    assert b64_of(httpx.post(f"{adapters_page_url}/v1/images/generations", json=base, timeout=120)) != shown_b64(page)
 
 
 def test_edits_send_the_stack_as_form_fields_with_the_mask_and_when_chained(
-    page: Page, lora_page_url: str, tmp_path: Path
+    page: Page, adapters_page_url: str, tmp_path: Path
 ) -> None:
     posts = capture_posts(page, "/v1/images/edits")
-    open_playground(page, lora_page_url, models=2)
+    open_playground(page, adapters_page_url, models=2)
     source = gradient_png(tmp_path / "photo.png", 64, 64, 40).read_bytes()
     upload = {"name": "photo.png", "mimeType": "image/png", "buffer": source}  # bytes, so capture_posts sees them
     page.get_by_label("Drop images here or browse").set_input_files(upload)
@@ -151,7 +151,7 @@ def test_edits_send_the_stack_as_form_fields_with_the_mask_and_when_chained(
     fields = {key: [v.decode() for v in values] for key, values in sent.items() if key not in ("image[]", "mask")}
     direct = {key: values for key, values in fields.items() if key not in STREAM_FIELDS}
     files = [("image[]", ("photo.png", source, "image/png")), ("mask", ("mask.png", sent["mask"][0], "image/png"))]
-    response = httpx.post(f"{lora_page_url}/v1/images/edits", data=direct, files=files, timeout=120)
+    response = httpx.post(f"{adapters_page_url}/v1/images/edits", data=direct, files=files, timeout=120)
     assert response.headers["x-lora"] == "a:1+b:1.5" and response.headers["x-mask-applied"] == "true"
     assert b64_of(response) == shown_b64(page)
 
@@ -170,11 +170,11 @@ def test_edits_send_the_stack_as_form_fields_with_the_mask_and_when_chained(
     page.screenshot(path=str(ARTIFACTS / "playground-lora.png"), full_page=True)
 
 
-def test_scales_are_bounded_and_a_model_without_adapters_has_no_lora_section(page: Page, lora_page_url: str) -> None:
+def test_scales_are_bounded_and_a_model_without_adapters_has_none(page: Page, adapters_page_url: str) -> None:
     posts = capture_posts(page, "/v1/images/generations")
-    open_playground(page, lora_page_url, models=2)
-    expect(page.locator("#lora-hint")).to_contain_text("Up to 2 of this model's adapters")
-    expect(page.locator("#lora-hint")).to_contain_text("\N{MINUS SIGN}2 to 2")
+    open_playground(page, adapters_page_url, models=2)
+    expect(page.locator("#adapters-hint")).to_contain_text("Up to 2 of this model's adapters")
+    expect(page.locator("#adapters-hint")).to_contain_text("\N{MINUS SIGN}2 to 2")
 
     page.get_by_role("button", name="Add adapter").click()
     slider = page.get_by_role("slider", name="Adapter 1 scale")
@@ -203,18 +203,18 @@ def test_scales_are_bounded_and_a_model_without_adapters_has_no_lora_section(pag
     expect(remaining).to_be_focused()
     expect(page.get_by_role("button", name="Add adapter")).to_be_enabled()
 
-    # A model without adapters: no LoRA section, no lora field, no stack in the results.
+    # A model without adapters: no adapters section, no lora field, no adapters in the results.
     page.get_by_label("Model").select_option("plain")
-    expect(page.locator("#lora-section")).to_be_hidden()
+    expect(page.locator("#adapters-section")).to_be_hidden()
     fill_request(page, "a plain car", seed=8)
     submit_and_wait(page, "Generate")
     newest_result(page, "seed 8")
     (sent,) = posts
     assert sent["model"] == "plain" and "lora" not in sent
-    expect(page.locator("#history-list .lora")).to_have_count(0)
+    expect(page.locator("#history-list .adapters")).to_have_count(0)
     assert "LoRA" not in shown_meta(page)
 
     # Back to the model with adapters: the section again, no adapter chosen.
     page.get_by_label("Model").select_option("tiny-klein")
-    expect(page.locator("#lora-section")).to_be_visible()
-    expect(page.locator("#lora-rows li")).to_have_count(0)
+    expect(page.locator("#adapters-section")).to_be_visible()
+    expect(page.locator("#adapters-rows li")).to_have_count(0)
