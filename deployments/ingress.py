@@ -27,7 +27,7 @@ from deployments.metrics import IngressMetrics
 from deployments.openai.errors import ERROR_RESPONSES, error_response, routing_error_response, status_of
 from deployments.openai.headers import Clock, image_headers, stream_headers
 from deployments.openai.multipart import parse_edit_form
-from deployments.openai.openapi import json_body, multipart_body, with_request_schemas
+from deployments.openai.openapi import document, json_body, multipart_body
 from deployments.openai.protocol import (
     ImageEditRequest,
     ImageGenerationRequest,
@@ -54,8 +54,8 @@ app = FastAPI(
 )
 
 
-# FastAPI's document, plus the request bodies the routes read themselves (cached by FastAPI once built).
-app.openapi = lambda: app.openapi_schema or with_request_schemas(FastAPI.openapi(app))
+# FastAPI's document finished (the request bodies the routes read themselves, one id an operation); cached once built.
+app.openapi = lambda: app.openapi_schema or document(lambda: FastAPI.openapi(app))
 
 
 @app.exception_handler(Flux2Error)

@@ -1,12 +1,17 @@
-"""The request bodies of ``/openapi.json``.
+"""``/openapi.json`` as FastAPI leaves it unfinished: the request bodies, and one operation id per operation.
 
 The image routes read their bodies themselves, to bound them while they arrive, so FastAPI sees no body model:
 each route names its body here (``json_body``, ``multipart_body``) and ``with_request_schemas`` adds the models
-to the document's components. The error responses come from the status table (``openai.errors``).
+to the document's components. The error responses come from the status table (``openai.errors``). A route of
+GET and HEAD is one FastAPI route with one id, named after whichever method its set yields first (it changes from
+process to process): ``unique_operation_ids`` gives each method its own.
 """
 
 from __future__ import annotations
 
+import re
+import warnings
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel
@@ -49,3 +54,23 @@ def with_request_schemas(schema: dict[str, Any]) -> dict[str, Any]:
     components.update(defs.get("$defs", {}))
     components[f"{ImageEditRequest.__name__}Form"] = multipart_schema(ImageEditRequest)
     return schema
+
+
+def unique_operation_ids(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` (changed in place) with ``<id>_<method>`` for every operation of a path of several methods, the id
+    stripped of FastAPI's own method suffix, so each id is unique and the same in every process."""
+    for operations in schema.get("paths", {}).values():
+        if len(operations) > 1:
+            for method, operation in operations.items():
+                base = re.sub(r"_(get|head|post|put|patch|delete|options)$", "", operation["operationId"])
+                operation["operationId"] = f"{base}_{method}"
+    return schema
+
+
+def document(build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The finished document: ``build()`` (FastAPI's, which warns of the ids its GET + HEAD routes share), the
+    request schemas added and the operation ids made unique."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Duplicate Operation ID")
+        schema = build()
+    return with_request_schemas(unique_operation_ids(schema))
