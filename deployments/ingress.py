@@ -29,6 +29,7 @@ from deployments.openai.headers import Clock, image_headers, stream_headers
 from deployments.openai.multipart import parse_edit_form
 from deployments.openai.openapi import document, json_body, multipart_body
 from deployments.openai.protocol import (
+    Health,
     ImageEditRequest,
     ImageGenerationRequest,
     ImageParams,
@@ -189,9 +190,9 @@ class ImagesIngress:
         content, media_type = playground.static_file(name)
         return Response(content, media_type=media_type, headers={"cache-control": "no-cache"})
 
-    @app.api_route("/healthz", methods=["GET", "HEAD"])
-    async def healthz(self) -> dict[str, str]:
-        return {"status": "ok"}
+    @app.api_route("/healthz", response_model=Health, methods=["GET", "HEAD"])
+    async def healthz(self) -> Health:
+        return Health()
 
     @app.api_route("/readyz", methods=["GET", "HEAD"])
     async def readyz(self) -> JSONResponse:

@@ -144,6 +144,12 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
+class Health(BaseModel):
+    """``/healthz``: the ingress answers, which is all liveness means."""
+
+    status: Literal["ok"] = "ok"
+
+
 class ShapeCard(BaseModel):
     width: int
     height: int
