@@ -32,7 +32,8 @@ def test_every_operation_has_an_id_of_its_own_and_fastapi_warns_of_none() -> Non
 
 def dumped(hash_seed: int) -> dict:
     env = {**os.environ, "PYTHONHASHSEED": str(hash_seed), "PYTHONPATH": str(REPO)}
-    return json.loads(subprocess.run([sys.executable, "-c", DUMP], env=env, capture_output=True, text=True, check=True, cwd=REPO).stdout)
+    dump = subprocess.run([sys.executable, "-c", DUMP], env=env, capture_output=True, text=True, check=True, cwd=REPO)
+    return json.loads(dump.stdout)
 
 
 def test_the_document_is_the_same_in_every_process() -> None:
