@@ -15,7 +15,8 @@ tensors leaves the group out of step: the host reports it broken, the replica re
 check, and Serve replaces it (and its workers).
 
 Config: a model with ``context_parallel: {degree: 2, mode: ulysses}``; ``deployments.app.build_app`` then binds
-this deployment for it.
+this deployment for it. As in ``server.py``, the engine's modules are imported where a rank first uses them, so that
+building the app imports neither torch nor diffusers.
 """
 
 from __future__ import annotations
@@ -24,17 +25,18 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 from ray.util.placement_group import get_current_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from deployments.config import ContextParallel, ModelConfig
-from deployments.engine import warm_up
-from deployments.engine.parallel import ContextParallelEngine, default_backend, free_port, init_process_group
 from deployments.server import Flux2Model
 from deployments.types import ImageRequest
+
+if TYPE_CHECKING:
+    from deployments.engine.parallel import ContextParallelEngine
 
 logger = logging.getLogger("ray.serve")
 
@@ -53,6 +55,8 @@ class ContextParallelWorker:
         """Join the group and load (rank 0 does the same at the same time); returns where this rank runs."""
 
         def load() -> str:
+            from deployments.engine.parallel import ContextParallelEngine, init_process_group
+
             options = config.context_parallel
             device = init_process_group(rank, options.degree, master_addr, master_port, backend, options.timeout_s)
             self.engine = ContextParallelEngine.from_config(config)
@@ -81,6 +85,9 @@ class ContextParallelGroup:
         self.engine: ContextParallelEngine | None = None
 
     def start(self, config: ModelConfig) -> ContextParallelEngine:
+        from deployments.engine import warm_up
+        from deployments.engine.parallel import ContextParallelEngine, default_backend, free_port, init_process_group
+
         start = time.perf_counter()
         self.workers = self._start_workers()
         backend = default_backend()

@@ -7,6 +7,10 @@ the GPU while the replica's event loop stays free for health checks and metadata
 
 Where the engine runs is the server's :class:`EngineHost`: this replica's own device by default; the
 context-parallel server (``cp_server.py``) gives it a group of GPUs instead and keeps the rest of this server.
+
+The engine's modules (torch, diffusers: seconds of imports) are imported where the replica first uses them, not
+with this module: building the app (``deployments.app``, which every ``serve deploy`` runs) only needs this class
+and its Serve options.
 """
 
 from __future__ import annotations
@@ -17,17 +21,18 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import torch
 from ray import serve
 
 from deployments.config import LIVE_MODEL_KEYS, TINY_SOURCES, ModelConfig
-from deployments.engine import Flux2Engine, warm_up
-from deployments.engine.progress import GenerationCancelled, StepReporter
 from deployments.errors import Unavailable
 from deployments.metrics import ModelMetrics
 from deployments.types import ImageRequest, ImageResult, StreamEvent
+
+if TYPE_CHECKING:
+    from deployments.engine import Flux2Engine
+    from deployments.engine.progress import StepReporter
 
 logger = logging.getLogger("ray.serve")
 
@@ -75,6 +80,8 @@ class OneDevice:
     """The engine on this replica's own device: one GPU, or the CPU."""
 
     def start(self, config: ModelConfig) -> Flux2Engine:
+        from deployments.engine import Flux2Engine, warm_up
+
         engine = Flux2Engine.from_config(config)
         times = warm_up(engine)
         info = engine.info
@@ -135,6 +142,8 @@ class Flux2Model:
         return adapters_id
 
     async def generate(self, request: ImageRequest) -> ImageResult:
+        from deployments.engine.progress import StepReporter
+
         self._check_usable()
         if request.adapters:
             await self._hold_adapters(serve.get_multiplexed_model_id())
@@ -164,6 +173,8 @@ class Flux2Model:
 
         When the client goes away Serve cancels this generator; the run then stops after the current step.
         """
+        from deployments.engine.progress import StepReporter
+
         self._check_usable()
         if request.adapters:
             await self._hold_adapters(serve.get_multiplexed_model_id())
@@ -201,6 +212,8 @@ class Flux2Model:
             raise
 
     def _run(self, request: ImageRequest, queued_at: float, reporter: StepReporter) -> ImageResult:
+        from deployments.engine.progress import GenerationCancelled
+
         if reporter.cancel.is_set():
             raise GenerationCancelled
         return self._run_batch([request], queued_at, reporter)[0]
@@ -208,6 +221,8 @@ class Flux2Model:
     def _run_batch(
         self, requests: list[ImageRequest], queued_at: float, reporter: StepReporter | None = None
     ) -> list[ImageResult]:
+        from deployments.engine.progress import GenerationCancelled
+
         self._busy_since = time.monotonic()
         compiles, ooms = self.engine.unwarmed_compiles, self.engine.memory.oom_recoveries
         adapters = dataclasses.replace(self.engine.adapters.stats)
@@ -261,6 +276,8 @@ class Flux2Model:
         if broken := self._broken or self.host.broken():
             raise RuntimeError(f"engine broken: {broken}")
         if self.engine.loaded.device.type == "cuda":
+            import torch
+
             torch.cuda.mem_get_info(self.engine.loaded.device)  # the driver answers, without waiting for kernels
         busy_since = self._busy_since
         if busy_since is not None and time.monotonic() - busy_since > WEDGED_AFTER_S:

@@ -1,13 +1,16 @@
 """The rules of the house, read from the code: no import cycles, an engine that knows neither Ray nor HTTP, an
 ingress.py of routes only, a wire package (deployments/openai/) that needs no Serve cluster, the type rule of
 deployments/__init__.py (the config describes, the serving layer resolves once), names that say what a module
-holds, and servers composed rather than overriding each other's private steps."""
+holds, servers composed rather than overriding each other's private steps, and an app that builds without the
+engine's libraries."""
 
 from __future__ import annotations
 
 import ast
 import itertools
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "deployments"
@@ -270,3 +273,14 @@ def test_deployment_classes_compose_instead_of_overriding_private_steps() -> Non
                 if base in classes and classes[base][0] != name:
                     private = {m for m in own & classes[base][1] if m.startswith("_") and not m.startswith("__")}
                     assert not private, f"{node.name} ({name}) overrides {base}'s {sorted(private)}"
+
+
+def test_building_the_app_imports_no_engine_library() -> None:
+    """Every ``serve deploy`` builds the app in a fresh process: with torch and diffusers imported by the server
+    modules, each rollout of tests/cluster waited seconds more (7 s on an idle two-core machine) before it began.
+    The replicas import them when they create their engine."""
+    check = "import sys, deployments.app; print(*sorted({m.split('.')[0] for m in sys.modules}))"
+    loaded = subprocess.run([sys.executable, "-c", check], cwd=PACKAGE.parent, capture_output=True, text=True)
+    assert loaded.returncode == 0, loaded.stderr
+    heavy = {"torch", "diffusers", "transformers", "peft", "accelerate"} & set(loaded.stdout.split())
+    assert not heavy, f"importing deployments.app loads {sorted(heavy)}"
