@@ -5,6 +5,7 @@ move in Prometheus."""
 from __future__ import annotations
 
 import base64
+import time
 import uuid
 
 import httpx
@@ -17,6 +18,9 @@ CACHES = {  # metric: the tags that tell its series apart (the ingress's cache h
     "ray_flux2_latent_cache": f'model="{MODEL}"',
     "ray_flux2_reference_cache": 'deployment="ImagesIngress"',
 }
+# Ray exports a replica's counters every metrics_report_interval_ms (1 s in the session's Ray, tests/conftest.py),
+# so a scrape can miss the increments of the last requests before it: those of the suite that ran just before.
+SETTLED_AFTER_S = 3.0
 
 
 def counters(metrics_port: int) -> dict[str, float]:
@@ -35,6 +39,19 @@ def counters(metrics_port: int) -> dict[str, float]:
     return found
 
 
+def settled_counters(metrics_port: int, timeout_s: float = 60) -> dict[str, float]:
+    """The counters once the increments of every earlier request are in them: two scrapes ``SETTLED_AFTER_S``
+    apart agree. Deltas from here count this test's requests only, whichever suite ran before it."""
+    deadline = time.monotonic() + timeout_s
+    last = counters(metrics_port)
+    while time.monotonic() < deadline:
+        time.sleep(SETTLED_AFTER_S)
+        previous, last = last, counters(metrics_port)
+        if previous == last:
+            return last
+    raise AssertionError(f"the cache counters still moved after {timeout_s:g} s: {last}")
+
+
 def first_image(response: httpx.Response) -> bytes:
     assert response.status_code == 200, response.text
     return base64.b64decode(response.json()["data"][0]["b64_json"])
@@ -44,7 +61,7 @@ def test_same_prompt_and_reference_again_give_the_same_bytes_and_count_hits(
     base_url: str, ray_cluster: dict[str, int]
 ) -> None:
     port = ray_cluster["metrics"]
-    before = counters(port)
+    before = settled_counters(port)
     prompt = f"a red car {uuid.uuid4().hex}"  # new to the replica: the first request misses
     reference = png_bytes(64, 64, seed=uuid.uuid4().int % 2**32)
     form = {"model": MODEL, "prompt": prompt, "seed": "7", "num_inference_steps": "2"}
