@@ -9,7 +9,7 @@ Serve config is ``cluster/serve-config-gpu.yaml`` with the tiny model swapped in
 the machine, and its config needs a defaults file that Ray's wheel leaves out.
 
 Each scenario runs in a process of its own (``python -m tests.cluster.simulation <scenario> <out.json>``,
-started by ``run_scenario``), with its own Ray temp dir and ports and 127.0.0.1 as every node's address, so
+started by ``ScenarioProcess``), with its own Ray temp dir and ports and 127.0.0.1 as every node's address, so
 it never meets another Ray on the machine, the test session's included.
 """
 
@@ -86,24 +86,44 @@ def environment(temp_dir: Path) -> dict[str, str]:
     return env
 
 
-def run_scenario(name: str, timeout_s: float) -> dict[str, Any]:
-    """Run one scenario in its own process and return its figures; whatever it left running is killed."""
-    temp_dir = Path(tempfile.mkdtemp(prefix="f2sim-", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
-    out = temp_dir / "figures.json"
-    command = [sys.executable, "-m", "tests.cluster.simulation", name, str(out)]
-    process = subprocess.Popen(command, cwd=REPO, env=environment(temp_dir), start_new_session=True)
-    try:
-        returncode = process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        returncode = None
-    finally:
+class ScenarioProcess:
+    """One scenario started in a process of its own (``python -m tests.cluster.simulation <scenario> <out.json>``),
+    its output in ``scenario.log`` of its Ray temp dir."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.temp_dir = Path(tempfile.mkdtemp(prefix="f2sim-", dir="/tmp"))  # short: Ray's sockets must fit 107 bytes
+        self.out = self.temp_dir / "figures.json"
+        command = [sys.executable, "-m", "tests.cluster.simulation", name, str(self.out)]
+        with (self.temp_dir / "scenario.log").open("wb") as log:
+            self.process = subprocess.Popen(
+                command,
+                cwd=REPO,
+                env=environment(self.temp_dir),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def kill(self) -> None:
+        """Its own process group: the scenario's Ray processes only."""
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)  # its own process group: the scenario's Ray processes only
-        process.wait()
-    assert returncode == 0, f"scenario {name} failed (exit {returncode}); Ray's logs are under {temp_dir}"
-    figures = json.loads(out.read_text())
-    shutil.rmtree(temp_dir, ignore_errors=True)
-    return figures
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def figures(self, timeout_s: float) -> dict[str, Any]:
+        """Wait for the scenario, kill whatever it left running and return its figures."""
+        try:
+            returncode = self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            returncode = None
+        finally:
+            self.kill()
+        log = (self.temp_dir / "scenario.log").read_text(errors="replace")[-3000:]
+        assert returncode == 0, f"scenario {self.name} failed (exit {returncode}); logs under {self.temp_dir}\n{log}"
+        figures = json.loads(self.out.read_text())
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        return figures
 
 
 def serve_config(port: int, replicas: tuple[int, int] | None = None) -> dict[str, Any]:

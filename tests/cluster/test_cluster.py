@@ -3,37 +3,24 @@
 Each scenario (tests/cluster/simulation.py) runs the production Serve config with the tiny model on a Ray
 cluster of its own: a head with the ingress resource and no GPU, and fake ``GPU: 1`` worker nodes that Ray's
 autoscaler launches and removes. It runs in a separate process, so it neither needs nor touches the test
-session's Ray (``ray_cluster``). The figures are printed and written to test-artifacts/cluster.json;
-docs/operations.md records a run.
+session's Ray (``ray_cluster``); the scenarios run in the background while the suites before these tests run
+(conftest.py). The figures are printed and written to test-artifacts/cluster.json; docs/operations.md records a run.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from tests.cluster.simulation import REPO, run_scenario
+import pytest
 
-ARTIFACTS = REPO / "test-artifacts"
-SCENARIO_TIMEOUT_S = 480  # each took 1-3 minutes on two busy cores
 # What a client may see when the node under its request dies: the ingress's clean 503.
 CLEAN_REJECTION = "rejected: replica_died"
 # Requests entering through the dying node's own proxy lose their connection instead.
 DROPPED_CONNECTION = {"failed: RemoteProtocolError", "failed: ReadError", "failed: ConnectError"}
 
 
-def scenario(name: str) -> dict[str, Any]:
-    figures = run_scenario(name, SCENARIO_TIMEOUT_S)
-    print(f"\n{name}: {json.dumps(figures)}")
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / "cluster.json"
-    recorded = json.loads(path.read_text()) if path.exists() else {}
-    path.write_text(json.dumps({**recorded, name: figures}, indent=2))
-    return figures
-
-
-def test_gpu_nodes_scale_out_under_load_and_back_in_without_it() -> None:
-    figures = scenario("scale_out_and_in")
+@pytest.mark.scenario("scale_out_and_in")
+def test_gpu_nodes_scale_out_under_load_and_back_in_without_it(figures: dict[str, Any]) -> None:
     assert figures["start"] == {"gpu_nodes": 1, "ingress_on_head_only": True}
     # One replica per node, both serving, the ingress still on the head.
     assert figures["peak"] == {"replicas": 2, "nodes_with_a_replica": 2, "gpu_nodes": 2, "ingress_on_head_only": True}
@@ -52,8 +39,8 @@ def test_gpu_nodes_scale_out_under_load_and_back_in_without_it() -> None:
     assert 1.0 in end["replica_healthy_metric"], end
 
 
-def test_a_node_dying_under_traffic_answers_every_request_and_the_service_recovers() -> None:
-    figures = scenario("node_dies")
+@pytest.mark.scenario("node_dies")
+def test_a_node_dying_under_traffic_answers_every_request_and_the_service_recovers(figures: dict[str, Any]) -> None:
     load = figures["load"]
     assert load["hung"] == 0 and load["failed"] == 0, load
     assert set(load["not_ok"]) <= {CLEAN_REJECTION}, load
@@ -66,8 +53,8 @@ def test_a_node_dying_under_traffic_answers_every_request_and_the_service_recove
     assert set(via_workers["not_ok"]) <= DROPPED_CONNECTION | {CLEAN_REJECTION}, via_workers
 
 
-def test_a_changed_config_deployed_under_load_fails_no_request() -> None:
-    figures = scenario("deploy_under_load")
+@pytest.mark.scenario("deploy_under_load")
+def test_a_changed_config_deployed_under_load_fails_no_request(figures: dict[str, Any]) -> None:
     load = figures["load"]
     assert load["sent"] > 0 and load["ok"] == load["sent"], load
     # tiny-dev's default of 4 steps before, the deployed default of 2 after (JSON keys are strings).
@@ -78,10 +65,10 @@ def test_a_changed_config_deployed_under_load_fails_no_request() -> None:
     assert figures["old_node_gone_after_s"] is not None and figures["gpu_nodes_end"] == 1
 
 
-def test_without_the_pin_a_rollout_puts_an_ingress_replica_on_a_gpu_node() -> None:
+@pytest.mark.scenario("deploy_unpinned_ingress")
+def test_without_the_pin_a_rollout_puts_an_ingress_replica_on_a_gpu_node(figures: dict[str, Any]) -> None:
     """The control of the placement checks above: they can fail. Unpinned, with the head's CPU taken by the two
     ingress replicas, the rollout's surge ingress replica starts on a GPU node, and that node stays up."""
-    figures = scenario("deploy_unpinned_ingress")
     assert figures["rollout"]["new_ingress_on_head_only"] is False, figures
     assert figures["old_node_gone_after_s"] is None and figures["gpu_nodes_end"] == 2, figures
     assert figures["load"]["ok"] == figures["load"]["sent"], figures["load"]
