@@ -19,7 +19,7 @@ from deployments.engine.conditioning import Conditioning
 from deployments.engine.load import LoadedPipeline, load_pipeline, resolve_device
 from deployments.engine.masking import run_masked_edit
 from deployments.engine.memory import MemoryManager, configure_allocator
-from deployments.engine.optimize import apply_optimizations, check_supported
+from deployments.engine.optimize import apply_optimizations, check_supported, compiled_parts
 from deployments.engine.pipeline_call import call_pipeline, seed_generators
 from deployments.engine.pixels import encode_jpegs, host_pixels, to_uint8_tensor
 from deployments.engine.preset import resolve_preset
@@ -107,6 +107,11 @@ class Flux2Engine:
             loaded.dtype,
         )
         return cls(loaded, config, compile=compiled, load_s=load_s, adapters=adapters)
+
+    @property
+    def compiles_anything(self) -> bool:
+        """Whether any part of the pipeline is compiled: only then do warm-up's further runs prepare anything."""
+        return self.compile != "none" or any(compiled_parts(self.config, self.compile))
 
     @property
     def info(self) -> ModelInfo:

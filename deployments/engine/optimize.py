@@ -87,6 +87,16 @@ def resolve_compile(config: ModelConfig, device: torch.device) -> str:
     return config.compile
 
 
+def compiled_parts(config: ModelConfig, transformer: str) -> tuple[bool, bool]:
+    """Whether the VAE and the text encoder are compiled: as configured, else as the transformer is (``transformer``:
+    its resolved mode). The VAE's decode at 1024² went from 89 to 37 ms for klein on an H200."""
+    follows = transformer != "none"
+    return (
+        follows if config.compile_vae is None else config.compile_vae,
+        follows if config.compile_text_encoder is None else config.compile_text_encoder,
+    )
+
+
 def apply_optimizations(pipeline: DiffusionPipeline, config: ModelConfig, device: torch.device) -> str:
     """Apply attention backend, fused QKV, fp8 and compilation in place; return what it compiled of the
     transformer: none, regional or full (``config.compile`` resolved)."""
@@ -107,9 +117,7 @@ def apply_optimizations(pipeline: DiffusionPipeline, config: ModelConfig, device
         swapped = quantize_transformer_fp8(transformer)
         logger.info("fp8: %d linear layers of the transformer blocks now run e4m3 x e4m3 (_scaled_mm)", swapped)
     compiled = resolve_compile(config, device)
-    # The VAE (decode: 89 -> 37 ms for klein at 1024² on an H200) and the text encoder follow the transformer.
-    compile_vae = compiled != "none" if config.compile_vae is None else config.compile_vae
-    compile_text_encoder = compiled != "none" if config.compile_text_encoder is None else config.compile_text_encoder
+    compile_vae, compile_text_encoder = compiled_parts(config, compiled)
     if compiled == "none" and not (compile_vae or compile_text_encoder):
         return compiled
     cache = configure_compile_cache(config.compile_cache_dir)

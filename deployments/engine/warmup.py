@@ -57,7 +57,7 @@ def warm_up(engine: Flux2Engine, shapes: tuple[Shape, ...] | None = None) -> dic
     include torch's own count of the compile time they held (``compile:*``).
     """
     shapes = engine.config.warmup_shapes if shapes is None else shapes
-    compiled = engine.compile != "none" or bool(engine.config.compile_vae or engine.config.compile_text_encoder)
+    compiled = engine.compiles_anything
     times: dict[str, float] = {}
     compiled_before = calculate_time_spent()
     start = time.perf_counter()
