@@ -212,10 +212,7 @@ class Flux2Model:
             raise
 
     def _run(self, request: ImageRequest, queued_at: float, reporter: StepReporter) -> ImageResult:
-        from deployments.engine.progress import GenerationCancelled
-
-        if reporter.cancel.is_set():
-            raise GenerationCancelled
+        reporter.raise_if_cancelled()  # the client left while the request queued for the engine thread
         return self._run_batch([request], queued_at, reporter)[0]
 
     def _run_batch(
@@ -275,10 +272,7 @@ class Flux2Model:
         """Async on purpose: a sync check would wait behind a long generation and get the replica killed."""
         if broken := self._broken or self.host.broken():
             raise RuntimeError(f"engine broken: {broken}")
-        if self.engine.loaded.device.type == "cuda":
-            import torch
-
-            torch.cuda.mem_get_info(self.engine.loaded.device)  # the driver answers, without waiting for kernels
+        self.engine.memory.check_device()
         busy_since = self._busy_since
         if busy_since is not None and time.monotonic() - busy_since > WEDGED_AFTER_S:
             raise RuntimeError(f"engine thread busy for over {WEDGED_AFTER_S:.0f}s: wedged")

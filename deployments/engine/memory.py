@@ -74,6 +74,12 @@ class MemoryManager:
         if self.policy == "always" or (self.policy == "on_pressure" and self.under_pressure()):
             self.release()
 
+    def check_device(self) -> None:
+        """Ask the driver for free memory, which it answers without waiting for queued kernels: a lost or broken
+        device raises here, a busy one does not."""
+        if self.is_cuda:
+            torch.cuda.mem_get_info(self.device)
+
     def reset_peak(self) -> None:
         if self.is_cuda:
             torch.cuda.reset_peak_memory_stats(self.device)

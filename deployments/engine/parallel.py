@@ -49,7 +49,7 @@ from deployments.engine.load import LoadedPipeline, ModelLoadError, load_pipelin
 from deployments.engine.memory import MemoryManager, configure_allocator
 from deployments.engine.optimize import apply_optimizations
 from deployments.engine.preset import resolve_preset
-from deployments.engine.progress import GenerationCancelled, StepReporter
+from deployments.engine.progress import StepReporter
 from deployments.errors import Flux2Error, InvalidRequest
 from deployments.types import ImageRequest, ImageResult
 
@@ -229,8 +229,7 @@ class ContextParallelEngine(Flux2Engine):
     def generate_batch(self, requests: list[ImageRequest], reporter: StepReporter | None = None) -> list[ImageResult]:
         """Validate and run on this rank (which leads the others when :attr:`fan_out` is set)."""
         if reporter is not None:
-            if reporter.cancel.is_set():
-                raise GenerationCancelled
+            reporter.raise_if_cancelled()
             # Progress and previews still flow; a cancel would stop this rank alone, so it is not honoured.
             reporter = dataclasses.replace(reporter, cancel=threading.Event())
         return self._guarded(lambda: super(ContextParallelEngine, self).generate_batch(requests, reporter))

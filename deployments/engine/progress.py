@@ -55,9 +55,12 @@ class StepReporter:
         self._previews = preview_steps(total, self.partial_images)
         self._started = time.perf_counter()
 
-    def __call__(self, pipeline: Any, step: int, timestep: Any, callback_kwargs: dict) -> dict:
+    def raise_if_cancelled(self) -> None:
         if self.cancel.is_set():
             raise GenerationCancelled
+
+    def __call__(self, pipeline: Any, step: int, timestep: Any, callback_kwargs: dict) -> dict:
+        self.raise_if_cancelled()
         if self.emit is not None:
             done = step + 1
             self.emit(StepProgress(step=done, num_steps=self.total, elapsed_s=time.perf_counter() - self._started))
