@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -114,6 +116,15 @@ TIMEOUT_CONFIG = {
     "limits": {**TEST_LIMITS, "request_timeout_s": 1.0},
     "ingress_options": {"ray_actor_options": {"num_cpus": 0.1}},
 }
+
+
+def packages_loaded_by(modules: list[str]) -> set[str]:
+    """The top-level packages a fresh interpreter holds after importing ``modules`` from the repository root: what
+    an import costs, which the test's own process, with everything imported, cannot tell."""
+    check = f"import sys, {', '.join(modules)}; print(*{{name.split('.')[0] for name in sys.modules}})"
+    loaded = subprocess.run([sys.executable, "-c", check], cwd=REPO, capture_output=True, text=True)
+    assert loaded.returncode == 0, loaded.stderr
+    return set(loaded.stdout.split())
 
 
 def png_bytes(width: int, height: int, seed: int = 0, mode: str = "RGB") -> bytes:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import ast
 import itertools
 import re
-import subprocess
-import sys
 from pathlib import Path
+
+from tests.helpers import packages_loaded_by
 
 PACKAGE = Path(__file__).resolve().parents[2] / "deployments"
 TRANSPORT_MODULES = ("ray", "fastapi", "starlette", "httpx", "http", "aiohttp", "uvicorn")
@@ -279,8 +279,5 @@ def test_building_the_app_imports_no_engine_library() -> None:
     """Every ``serve deploy`` builds the app in a fresh process: with torch and diffusers imported by the server
     modules, each rollout of tests/cluster waited seconds more (7 s on an idle two-core machine) before it began.
     The replicas import them when they create their engine."""
-    check = "import sys, deployments.app; print(*sorted({m.split('.')[0] for m in sys.modules}))"
-    loaded = subprocess.run([sys.executable, "-c", check], cwd=PACKAGE.parent, capture_output=True, text=True)
-    assert loaded.returncode == 0, loaded.stderr
-    heavy = {"torch", "diffusers", "transformers", "peft", "accelerate"} & set(loaded.stdout.split())
+    heavy = {"torch", "diffusers", "transformers", "peft", "accelerate"} & packages_loaded_by(["deployments.app"])
     assert not heavy, f"importing deployments.app loads {sorted(heavy)}"
