@@ -90,28 +90,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def write_adapter(transformer: torch.nn.Module, pipeline_class: type, folder: Path, rank: int, seed: int) -> Path:
-    """A random rank-``rank`` adapter on every LoRA slot layer of ``transformer`` (its linears), saved with
-    diffusers' keys and PEFT's LoraConfig (alpha = rank: scale 1). B is small, as trained adapters' are: on
-    nn.Linear's init (the random models'), ||BA|| / ||W||, and a layer's output change on random inputs, are
-    0.02 * sqrt(3) = 3.5 % at any width and rank; the rank-64 one moved klein-4B's image by rel. L2 0.069."""
+def write_adapter(transformer: torch.nn.Module, folder: Path, rank: int, seed: int) -> Path:
+    """A random rank-``rank`` adapter on every LoRA slot layer of ``transformer`` (its linears), drawn on its
+    device (``random_adapters.save_random_adapter``)."""
     import torch
-    from peft import LoraConfig
     from peft.tuners.lora import LoraLayer
+
+    from deployments.engine.synthetic.random_adapters import save_random_adapter
 
     generator = torch.Generator(next(transformer.parameters()).device).manual_seed(seed)
     layers = {name: module for name, module in transformer.named_modules() if isinstance(module, LoraLayer)}
-    weights = {}
-    for name, layer in layers.items():
-        down = torch.randn(rank, layer.in_features, generator=generator, device=generator.device)
-        up = torch.randn(layer.out_features, rank, generator=generator, device=generator.device)
-        weights[f"{name}.lora_A.weight"] = (down / layer.in_features**0.5).to(torch.bfloat16).cpu()
-        weights[f"{name}.lora_B.weight"] = (up * 0.02 / rank**0.5).to(torch.bfloat16).cpu()
-    config = LoraConfig(r=rank, lora_alpha=rank, target_modules=sorted(layers))
-    pipeline_class.save_lora_weights(
-        folder, transformer_lora_layers=weights, transformer_lora_adapter_metadata=config.to_dict()
-    )
-    return folder
+    return save_random_adapter(layers, folder, rank, generator)
 
 
 def switched_ms(engine: Any, adapter: str | None) -> float:
@@ -172,7 +161,7 @@ def measure_engine(
     transformer = engine.pipeline.transformer
     for seed, (name, folder) in enumerate(folders.items(), start=1):  # read on first use: the first engine writes
         if not folder.exists():
-            write_adapter(transformer, type(engine.pipeline), folder, ranks[name], seed)
+            write_adapter(transformer, folder, ranks[name], seed)
     written, graphs = time.perf_counter(), compiled_graphs()
     warmup_s = warm_up(engine)
     sync()

@@ -24,7 +24,7 @@ def test_random_adapter_is_a_peft_file_on_every_slot_layer(tmp_path: Path) -> No
     pipeline = build_tiny_klein()
     spec = AdapterSpec(name="a", source=str(tmp_path / "a"))
     manager = AdapterManager(pipeline, AdapterSettings(adapters=[spec], max_rank=4))
-    write_adapter(pipeline.transformer, Flux2KleinPipeline, tmp_path / "a", rank=3, seed=1)
+    write_adapter(pipeline.transformer, tmp_path / "a", rank=3, seed=1)
     state_dict, metadata = Flux2KleinPipeline.lora_state_dict(str(tmp_path / "a"), return_lora_metadata=True)
     layers = [module for module in pipeline.transformer.modules() if isinstance(module, LoraLayer)]
     assert len(state_dict) == 2 * len(layers)  # A and B on every linear layer the slots wrap
