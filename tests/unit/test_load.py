@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import huggingface_hub.constants
 import numpy as np
 import pytest
 
@@ -57,7 +58,9 @@ def test_non_flux2_folder_is_refused(tmp_path: Path) -> None:
 
 
 def test_unreachable_hub_model_never_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # Offline as huggingface_hub reads HF_HUB_OFFLINE: once, at its import. Setting the variable here changed
+    # nothing, and the load spent 23 s in the hub client's retry back-off on a machine without a network.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(ModelLoadError, match=r"black-forest-labs/FLUX\.2-dev"):
         load_pipeline(ModelConfig(source="black-forest-labs/FLUX.2-dev", device="cpu"))
 
