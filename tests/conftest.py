@@ -43,8 +43,7 @@ def ray_cluster() -> Iterator[dict[str, int]]:
     quick_start = yaml.safe_load((REPO / "serve_config.yaml").read_text())["http_options"]
     serve.start(http_options={**quick_start, "host": "127.0.0.1", "port": ports["http"]})
     yield ports
-    serve.shutdown()
-    ray.shutdown()
+    ray.shutdown()  # stops the cluster ray.init started, Serve's controller and replicas with it
 
 
 @pytest.fixture(scope="session")

@@ -147,7 +147,8 @@ def decode_b64_image(b64: str) -> Image.Image:
 @contextlib.contextmanager
 def served_app(config: dict, name: str, route_prefix: str, port: int) -> Iterator[str]:
     """The app running under ``route_prefix`` (its URL) until the block ends, then deleted: an idle replica still
-    takes about 1% of a core (health checks, metrics), and the suites start some thirty on two cores."""
+    takes about 1% of a core (health checks, metrics), and the suites start some thirty on two cores. The delete
+    does not wait for the replicas' graceful shutdown (3 s an app): no app reuses a name or a route."""
     from ray import serve
 
     from deployments.app import build_app
@@ -156,7 +157,7 @@ def served_app(config: dict, name: str, route_prefix: str, port: int) -> Iterato
     try:
         yield f"http://127.0.0.1:{port}{route_prefix.rstrip('/')}"
     finally:
-        serve.delete(name)
+        serve.delete(name, _blocking=False)
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.5) -> bool:
