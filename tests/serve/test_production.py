@@ -14,7 +14,7 @@ import re
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -282,13 +282,21 @@ def kill_and_wait_for_no_replica(app: str) -> None:
     time.sleep(1.5)  # older than the ingress's cached replica count
 
 
-def test_model_without_a_running_replica_is_answered_at_once(ray_cluster: dict[str, int]) -> None:
-    with slow_start_app("lonely", 0, ray_cluster["http"]) as url, httpx.Client(base_url=url, timeout=120) as client:
-        kill_and_wait_for_no_replica("lonely")
+@pytest.fixture(scope="module")
+def no_wait_url(ray_cluster: dict[str, int]) -> Iterator[str]:
+    """A slow-starting app that answers at once when it has no running replica; each test that kills its replica
+    waits for the replacement before it ends."""
+    with slow_start_app("crash", 0, ray_cluster["http"]) as url:
+        yield url
+
+
+def test_model_without_a_running_replica_is_answered_at_once(no_wait_url: str) -> None:
+    with httpx.Client(base_url=no_wait_url, timeout=120) as client:
+        kill_and_wait_for_no_replica("crash")
         started = time.perf_counter()
         response = client.post("/v1/images/generations", json={"prompt": "a cat"})
         elapsed = time.perf_counter() - started
-        still_down = running_replicas("lonely") == 0
+        still_down = running_replicas("crash") == 0
         recovered = wait_until(
             lambda: client.post("/v1/images/generations", json={"prompt": "a cat"}).status_code == 200, 120, 1
         )
@@ -306,10 +314,10 @@ def replica_pid(app: str, deployment: str = "Flux2Model-flux2") -> int:
     return pids[0]
 
 
-def test_replica_sigkilled_under_traffic_fails_fast(ray_cluster: dict[str, int]) -> None:
-    """SIGKILL of the only replica while a request is sent every 0.5 s: each is answered 503 + Retry-After within
-    a second or served by a live replica; none is held for the replacement's warm-up (the controller lists the
-    dead replica as RUNNING for seconds after the kill)."""
+def test_replica_sigkilled_under_traffic_fails_fast(no_wait_url: str) -> None:
+    """SIGKILL of the only replica while a request is sent every 0.5 s, until the replacement has served one:
+    each is answered 503 + Retry-After within a second or served by a live replica; none is held for the
+    replacement's warm-up (the controller lists the dead replica as RUNNING for seconds after the kill)."""
     answers: list[tuple[float, float, str]] = []  # (sent, seconds to answer, outcome)
 
     def send(client: httpx.Client, seed: int) -> None:
@@ -317,12 +325,18 @@ def test_replica_sigkilled_under_traffic_fails_fast(ray_cluster: dict[str, int])
         result = outcome(lambda: client.post("/v1/images/generations", json={"prompt": "a cat", "seed": seed}))
         answers.append((sent, time.monotonic() - sent, result))
 
-    with slow_start_app("crash", 0, ray_cluster["http"]) as url, httpx.Client(base_url=url, timeout=60) as client:
+    def replaced() -> bool:
+        """The one replica after the kill has answered: the window without a replica is over."""
+        return any(sent >= killed and result == "succeeded" for sent, _, result in list(answers))
+
+    with httpx.Client(base_url=no_wait_url, timeout=60) as client:
         with ThreadPoolExecutor(8) as pool:
             for seed in range(50):
                 if seed == 4:
                     killed = time.monotonic()
                     os.kill(replica_pid("crash"), signal.SIGKILL)
+                if seed > 4 and replaced():
+                    break
                 pool.submit(send, client, seed)
                 time.sleep(0.5)
         recovered = wait_until(
