@@ -547,8 +547,9 @@ SCENARIOS: dict[str, Callable[[], dict[str, Any]]] = {
 
 def main() -> None:
     name, out = sys.argv[1], Path(sys.argv[2])
+    started = time.monotonic()
     figures = SCENARIOS[name]()
-    out.write_text(json.dumps(figures, indent=2))
+    out.write_text(json.dumps({**figures, "scenario_s": round(time.monotonic() - started, 1)}, indent=2))
 
 
 if __name__ == "__main__":
