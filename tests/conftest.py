@@ -1,26 +1,61 @@
-"""Shared fixtures: one local Ray for the whole run, and the apps the suites reach over real HTTP."""
+"""Shared fixtures: one local Ray for the whole run, and the apps the suites reach over real HTTP.
+
+The run has two lanes. ``bash scripts/test`` runs them side by side (pytest-xdist, two workers, ``--dist
+loadgroup``): tests marked ``background`` in one worker at the idle scheduling class, every other test, in order,
+in the other. The background tests compile inductor graphs: CPU-bound, Ray-free, no time checked. They take the
+CPU that the main lane leaves free (the suites over HTTP wait on replicas and timers for about 40 % of their run),
+and yield it whenever a test that checks a time needs it. Without xdist, both lanes run in order in one process.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
+import torch
 import yaml
 
 from deployments.engine.parallel import free_port
+from tests.cluster.background import start_scenarios
 from tests.helpers import BATCH_CONFIG, PROD_CONFIG, REPO, TEST_CONFIG, TIGHT_CONFIG, TIMEOUT_CONFIG, served_app
 
+BACKGROUND = "background"
 
-@pytest.fixture(scope="module")
-def one_torch_thread() -> Iterator[None]:
-    """One intra-op thread: on a small shared CPU, more threads than free cores only slow the tiny models down."""
-    import torch
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", f"{BACKGROUND}: CPU-bound, Ray-free, no time checked: runs in the idle lane")
+    # One intra-op thread in every process of the run: this one and those it starts (Ray's workers, which keep
+    # a value set here, the scenarios' clusters, rank processes, inductor's compile workers). The tiny models gain
+    # nothing from threads, and OpenMP threads spinning at their barriers on two cores shared by a dozen
+    # processes slowed the unit tests up to sevenfold while the cluster scenarios ran.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)  # this process loaded torch before the variable was set
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the groups into work units
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(BACKGROUND if item.get_closest_marker(BACKGROUND) else "main"))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if not item.get_closest_marker(BACKGROUND):
+        start_scenarios(item.session)  # from the main lane's first test on, in the process that runs that lane
+    elif os.environ.get("PYTEST_XDIST_WORKER"):
+        # This worker runs only the background lane. Inductor's compile workers and compilers start later, in
+        # the tests, and inherit the class.
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+
+
+@pytest.fixture(scope="session")
+def compile_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One inductor cache for the run's compiles, as a replica's compile_cache_dir is across restarts: a graph
+    that two tests compile (the tiny models share their VAE, and the adapter test's blocks with their slots off
+    are the base model's) is built once."""
+    return tmp_path_factory.mktemp("compile-cache")
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,6 @@ from deployments.engine.synthetic.tiny import build_tiny_klein
 from deployments.types import AdapterStack
 
 
-@pytest.mark.usefixtures("one_torch_thread")
 def test_random_adapter_is_a_peft_file_on_every_slot_layer(tmp_path: Path) -> None:
     pipeline = build_tiny_klein()
     spec = AdapterSpec(name="a", source=str(tmp_path / "a"))

@@ -15,8 +15,6 @@ from bench.suites.eval.__main__ import main, parse_variant
 from bench.suites.eval.cases import build_cases
 from bench.suites.eval.metrics import ClipScorer, prompt_words, ssim
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 def _number(value) -> float:
     return float(value)  # "inf" in JSON parses too

@@ -21,8 +21,6 @@ from deployments.errors import InvalidRequest, NotFound
 from deployments.types import AdapterStack
 from tests.lora_files import save_kohya_lora, save_peft_lora
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 def _pipeline():
     pipeline = build_tiny_klein()
@@ -328,7 +326,8 @@ def test_pickle_checkpoints_and_inconsistent_limits_are_refused_in_config() -> N
         AdapterSettings(max_loaded=1, max_per_request=2)
 
 
-def test_switching_adapters_on_a_compiled_model_does_not_recompile(files, tmp_path) -> None:
+@pytest.mark.background
+def test_switching_adapters_on_a_compiled_model_does_not_recompile(files, compile_cache) -> None:
     """Warm-up compiles the blocks with the slots off (the base model's graphs) and on; after that no switch
     between adapters, scales and none compiles anything, and no adapters gives the plain model's bytes."""
     config = ModelConfig(
@@ -337,7 +336,7 @@ def test_switching_adapters_on_a_compiled_model_does_not_recompile(files, tmp_pa
         compile="regional",
         compile_vae=False,
         compile_text_encoder=False,
-        compile_cache_dir=str(tmp_path),
+        compile_cache_dir=str(compile_cache),
     )
     plain, pipeline, eager = _pipeline(), _pipeline(), _pipeline()
     manager = AdapterManager(pipeline, _settings(files, max_per_request=2))

@@ -22,7 +22,6 @@ from deployments.engine.pipeline_call import call_pipeline, seed_generators
 from deployments.engine.synthetic.tiny import build_tiny_klein, build_tiny_klein_kv
 from deployments.types import ImageRequest
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 STEPS = 2
 
 

@@ -24,9 +24,6 @@ from deployments.types import ImageRequest
 PROMPT = "replace the cat with a dog"
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
 def source_image(width: int = 80, height: int = 96) -> np.ndarray:
     """A smooth gradient with a disc: structure a random VAE cannot reproduce, so kept pixels are telling."""
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)

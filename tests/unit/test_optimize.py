@@ -18,6 +18,8 @@ from deployments.engine.optimize import configure_compile_cache, resolve_compile
 from deployments.engine.vae import DecoderGraphs
 from deployments.types import ImageRequest
 
+pytestmark = pytest.mark.background  # inductor compiles: minutes of CPU, no time checked
+
 # Every compiled engine here declares the one warm size of the requests: the tiny models share their VAE, so its
 # decoder graphs for that size are compiled once and then come out of the module's cache.
 WARM = (Shape(width=64, height=64),)
@@ -27,13 +29,6 @@ def _request(refs: int = 0) -> ImageRequest:
     rng = np.random.default_rng(0)
     images = tuple(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(refs))
     return ImageRequest(prompt="a red car", width=64, height=64, images=images, seed=3, num_inference_steps=2)
-
-
-@pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One inductor cache for the module's compiles, as a replica's compile_cache_dir is across restarts: the
-    tiny models share their VAE, whose graphs are then compiled once, not by every test."""
-    return tmp_path_factory.mktemp("compile-cache")
 
 
 def test_regional_compile_matches_eager(compile_cache: Path) -> None:

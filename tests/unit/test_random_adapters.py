@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from deployments.config import AdapterSettings, AdapterSpec
 from deployments.engine.adapters import AdapterManager
 from deployments.engine.synthetic.random_adapters import main, write_adapters
@@ -14,7 +12,6 @@ from deployments.engine.synthetic.tiny import build_tiny_klein
 from deployments.types import AdapterStack
 
 
-@pytest.mark.usefixtures("one_torch_thread")
 def test_written_adapters_load_into_the_engines_slots(tmp_path: Path) -> None:
     folders = write_adapters("tiny-klein", tmp_path, ["a", "b"], rank=2)
     specs = [AdapterSpec(name=folder.name, source=str(folder)) for folder in folders]

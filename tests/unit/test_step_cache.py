@@ -63,10 +63,11 @@ def test_magcache_with_ratios_skips_and_stays_close() -> None:
     assert rel_l2 < 0.05 and cosine > 0.99, (rel_l2, cosine)
 
 
-def test_taylorseer_composes_with_regional_compile(tmp_path) -> None:
+@pytest.mark.background
+def test_taylorseer_composes_with_regional_compile(compile_cache) -> None:
     """The cache hooks stay out of the compiled regions: no graph break, same output as the eager cache."""
     torch._dynamo.reset()
-    options = {"step_cache": "taylorseer", "step_cache_options": TAYLOR, "compile_cache_dir": str(tmp_path)}
+    options = {"step_cache": "taylorseer", "step_cache_options": TAYLOR, "compile_cache_dir": str(compile_cache)}
     options |= {"compile_vae": False, "compile_text_encoder": False}  # only the transformer matters here
     try:
         eager = Flux2Engine.from_config(ModelConfig(source="tiny-dev", compile="none", **options))
