@@ -21,7 +21,7 @@ from deployments.types import ImageRequest
 pytestmark = pytest.mark.background  # inductor compiles: minutes of CPU, no time checked
 
 # Every compiled engine here declares the one warm size of the requests: the tiny models share their VAE, so its
-# decoder graphs for that size are compiled once and then come out of the module's cache.
+# decoder graphs for that size are compiled once and then come out of the run's cache.
 WARM = (Shape(width=64, height=64),)
 
 
@@ -101,7 +101,7 @@ def test_compiled_vae_and_text_encoder_match_eager(compile_cache: Path) -> None:
 def test_warmed_sizes_decode_through_static_graphs(compile_cache: Path) -> None:
     """A warmed size decodes through its own static graph (n = 1 and n >= 2), any other size through the one
     dynamic graph warm-up built: after warm-up no size and no n compiles the decoder, and each path gives the
-    eager decoder's pixels. The warmed size is the batch test's, whose decoder graphs the module's cache holds."""
+    eager decoder's pixels. The warmed size is the batch test's, whose decoder graphs the run's cache holds."""
     torch._dynamo.reset()
     config = ModelConfig(
         source="tiny-klein",

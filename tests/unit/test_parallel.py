@@ -36,7 +36,6 @@ REQUESTS = [
 
 def _rank_main(rank: int, world_size: int, port: int, results: Any) -> None:
     """One rank: join gloo, load with context parallelism, warm up, run REQUESTS; rank 0 reports."""
-    torch.set_num_threads(1)
     try:
         from deployments.engine import warm_up
         from deployments.engine.parallel import ContextParallelEngine, init_process_group
